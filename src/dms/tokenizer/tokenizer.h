@@ -1,0 +1,66 @@
+// Tokenizers: byte-level BPE (GPT-2 family: SmolLM2, Qwen2/2.5/3, Llama 3) and
+// SentencePiece-style BPE (Llama 2 / Mistral family), loaded from a Hugging Face
+// tokenizer.json (+ tokenizer_config.json) or from GGUF metadata.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dms {
+
+class GgufFile;
+struct TokenizerImpl;
+
+class Tokenizer {
+ public:
+  // Reads <dir>/tokenizer.json and, if present, <dir>/tokenizer_config.json (add_bos_token,
+  // bos/eos tokens, chat_template). Throws Error naming the file and field at fault.
+  static std::shared_ptr<Tokenizer> from_hf_dir(const std::string& dir);
+  // Reads tokenizer.ggml.* and tokenizer.chat_template.
+  static std::shared_ptr<Tokenizer> from_gguf(const GgufFile& gguf);
+  ~Tokenizer();
+
+  // Special / added tokens written in `text` are recognised as such (as Hugging Face does).
+  // add_bos prepends BOS when the tokenizer has one.
+  std::vector<int32_t> encode(std::string_view text, bool add_bos) const;
+  std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
+
+  int32_t vocab_size() const;
+  std::optional<int32_t> bos_id() const;
+  std::optional<int32_t> eos_id() const;
+  bool add_bos_default() const;          // what the checkpoint asks for
+  bool is_special(int32_t id) const;     // control / special added tokens
+  std::optional<int32_t> token_id(std::string_view token) const;  // exact vocab/added-token lookup
+  std::string token_text(int32_t id) const;                       // the vocab entry as stored
+  const std::string& chat_template_source() const;                // "" when none
+
+  // Bytes that token `id` contributes to decoded text (used by StreamDecoder); `first` is true
+  // for the first token of the text (SentencePiece drops its leading space there).
+  std::string piece_bytes(int32_t id, bool first) const;
+
+  explicit Tokenizer(std::unique_ptr<TokenizerImpl> impl);
+
+ private:
+  std::unique_ptr<TokenizerImpl> impl_;
+};
+
+// Turns a stream of token ids into text as they come: never emits a partial UTF-8 sequence;
+// the concatenation of all push() results plus finish() equals Tokenizer::decode(all ids).
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const Tokenizer& tok, bool skip_special = true);
+  std::string push(int32_t id);
+  std::string finish();  // flushes what is left (invalid bytes become U+FFFD, as decode does)
+
+ private:
+  const Tokenizer& tok_;
+  bool skip_special_;
+  bool first_ = true;
+  std::string pending_;
+};
+
+}  // namespace dms
