@@ -1,0 +1,43 @@
+// The transformer's tensors in compute dtype, loaded from a Hugging Face directory or GGUF.
+// Tensors whose stored dtype equals the compute dtype point straight into the mapped file.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dms/model/config.h"
+
+namespace dms {
+
+class GgufFile;
+
+struct LayerWeights {
+  at::Tensor attn_norm;                    // [H]
+  at::Tensor wq, wk, wv, wo;               // [nq*D, H], [nkv*D, H], [nkv*D, H], [H, nq*D]
+  at::Tensor bq, bk, bv, bo;               // biases, undefined when the model has none
+  at::Tensor q_norm, k_norm;               // [D], Qwen3 only
+  at::Tensor mlp_norm;                     // [H]
+  at::Tensor w_gate, w_up, w_down;         // [I, H], [I, H], [H, I]
+  at::Tensor b_gate, b_up, b_down;         // undefined unless mlp_bias
+};
+
+struct Weights {
+  at::Tensor embed;                        // [V, H]
+  at::Tensor final_norm;                   // [H]
+  at::Tensor lm_head;                      // [V, H]; aliases embed when tied
+  at::Tensor rope_freq_factors;            // [D/2] divisors of the rope frequencies (GGUF Llama 3)
+  std::vector<LayerWeights> layers;
+  std::vector<std::shared_ptr<const void>> keep_alive;  // mapped files the tensors point into
+};
+
+// Reads every tensor the config requires, checking names and shapes; errors name the file
+// and tensor. `dtype` is at::kFloat or at::kBFloat16.
+Weights load_hf_weights(const std::string& dir, const ModelConfig& config, at::ScalarType dtype);
+Weights load_gguf_weights(std::shared_ptr<const GgufFile> gguf, const ModelConfig& config,
+                          at::ScalarType dtype);
+
+int64_t parameter_count(const Weights& w);
+
+}  // namespace dms
