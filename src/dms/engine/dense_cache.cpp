@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "dms/util/error.h"
+
 namespace dms {
 
 DenseKVCache::DenseKVCache(const ModelConfig& c, at::ScalarType dtype)
@@ -44,6 +46,11 @@ at::Tensor DenseKVCache::attend(int64_t layer, const at::Tensor& q, const at::Te
 
 int64_t DenseKVCache::bytes_held() const {
   return 2 * static_cast<int64_t>(k_.size()) * n_kv_ * capacity_ * head_dim_ * at::elementSize(dtype_);
+}
+
+void DenseKVCache::truncate(int64_t length) {
+  if (length < 0 || length > length_) fail("kv cache", "cannot truncate to " + std::to_string(length) + " tokens");
+  length_ = length;
 }
 
 void DenseKVCache::clear() {

@@ -22,6 +22,8 @@ class DenseKVCache : public AttentionBackend {
   at::Tensor attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override;
 
   int64_t length() const { return length_; }
+  // Forgets every token from position `length` on (storage is kept for reuse).
+  void truncate(int64_t length);
   int64_t bytes_held() const;  // bytes of K and V storage actually allocated
   void clear();
 

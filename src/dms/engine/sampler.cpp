@@ -1,0 +1,59 @@
+#include "dms/engine/sampler.h"
+
+#include "dms/util/error.h"
+
+namespace dms {
+
+void SamplingParams::validate() const {
+  if (!(temperature >= 0)) fail("--temperature", "must be >= 0");
+  if (top_k < 0) fail("--top-k", "must be >= 0");
+  if (!(top_p > 0 && top_p <= 1)) fail("--top-p", "must be in (0, 1]");
+  if (!(min_p >= 0 && min_p <= 1)) fail("--min-p", "must be in [0, 1]");
+}
+
+Sampler::Sampler(SamplingParams params) : params_(params), rng_(params.seed) { params_.validate(); }
+
+at::Tensor Sampler::probabilities(const at::Tensor& logits) const {
+  const int64_t V = logits.size(0);
+  if (params_.temperature == 0) {
+    auto p = at::zeros({V}, at::kFloat);
+    p[logits.argmax().item<int64_t>()] = 1.0f;
+    return p;
+  }
+  auto scaled = logits.to(at::kFloat) / params_.temperature;
+  if (params_.top_k > 0 && params_.top_k < V) {
+    auto kth = std::get<0>(scaled.topk(params_.top_k)).min();
+    scaled = scaled.masked_fill(scaled < kth, -std::numeric_limits<float>::infinity());
+  }
+  auto probs = at::softmax(scaled, 0);
+  if (params_.top_p < 1) {
+    // Keep the smallest prefix of tokens, by falling probability, whose mass reaches top_p.
+    auto [sorted, order] = probs.sort(0, /*descending=*/true);
+    auto mass_before = sorted.cumsum(0) - sorted;
+    auto drop_sorted = mass_before >= params_.top_p;
+    auto drop = at::zeros_like(drop_sorted).scatter_(0, order, drop_sorted);
+    probs = probs.masked_fill(drop, 0);
+  }
+  if (params_.min_p > 0) probs = probs.masked_fill(probs < probs.max() * params_.min_p, 0);
+  return probs / probs.sum();
+}
+
+int32_t Sampler::sample(const at::Tensor& logits) {
+  if (params_.temperature == 0) return static_cast<int32_t>(logits.argmax().item<int64_t>());
+  auto probs = probabilities(logits).contiguous();
+  const float* p = probs.data_ptr<float>();
+  const int64_t V = probs.size(0);
+  // Inverse-CDF draw; the fallback is the last token with mass, for rounding at the top end.
+  double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  double acc = 0;
+  int64_t last = 0;
+  for (int64_t i = 0; i < V; ++i) {
+    if (p[i] <= 0) continue;
+    last = i;
+    acc += p[i];
+    if (u < acc) return static_cast<int32_t>(i);
+  }
+  return static_cast<int32_t>(last);
+}
+
+}  // namespace dms

@@ -1,0 +1,190 @@
+"""End-to-end tests of the `dms` command line on the default model.
+
+References are independent of dms.cpp: gguf-py reads the GGUF for `dms info`, and transformers
+(its own GGUF loader, dequantized to fp32, greedy decoding) gives the text that `dms generate`
+and `dms chat` must reproduce token for token.
+
+Run: python tests/cli/test_cli.py  (env: DMS_BIN = the dms binary, DMS_DEFAULT_MODEL = the GGUF)
+"""
+import json
+import os
+import subprocess
+import tempfile
+import unittest
+
+DMS = os.environ.get("DMS_BIN", "build/dms")
+MODEL = os.environ["DMS_DEFAULT_MODEL"]
+GREEDY = ["--temperature", "0", "--threads", "2"]
+
+
+def dms(*args, stdin=None, env=None):
+    return subprocess.run([DMS, *args], input=stdin, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+class Reference:
+    """transformers' reading of the default GGUF, loaded once."""
+    _loaded = None
+
+    @classmethod
+    def get(cls):
+        if cls._loaded is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+            d, f = os.path.split(MODEL)
+            tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+            model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+            cls._loaded = (tok, model)
+        return cls._loaded
+
+    @classmethod
+    def greedy(cls, prompt_text, n):
+        import torch
+        tok, model = cls.get()
+        ids = tok(prompt_text, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)
+        return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+    @classmethod
+    def chat_prompt(cls, messages):
+        tok, _ = cls.get()
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+class Help(unittest.TestCase):
+    def test_every_command_has_help(self):
+        top = dms("--help")
+        self.assertEqual(top.returncode, 0)
+        for cmd in ["generate", "chat", "info"]:
+            self.assertIn(cmd, top.stdout)
+            r = dms(cmd, "--help")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn(f"usage: dms {cmd}", r.stdout)
+
+    def test_usage_errors_exit_2_and_name_the_problem(self):
+        cases = [
+            (["frobnicate"], "unknown command 'frobnicate'"),
+            (["generate", "--no-such-flag", "x"], "--no-such-flag"),
+            (["generate", "--top-p", "2", "x"], "--top-p"),
+            (["generate", "--max-tokens", "ten", "x"], "--max-tokens: expected an integer, got 'ten'"),
+            (["generate", "--dtype", "f8", "x"], "--dtype"),
+            (["generate", "--temperature"], "--temperature: needs a value"),
+        ]
+        for args, message in cases:
+            r = dms(*args)
+            self.assertEqual(r.returncode, 2, f"{args}: {r.stderr}")
+            self.assertIn(message, r.stderr, args)
+
+
+class Info(unittest.TestCase):
+    def test_info_agrees_with_gguf_metadata(self):
+        import gguf
+        r = dms("info", "--json", MODEL)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        info = json.loads(r.stdout)
+        g = gguf.GGUFReader(MODEL)
+        meta = lambda k: g.fields[k].contents()
+        arch = meta("general.architecture")
+        self.assertEqual(info["architecture"], arch)
+        self.assertEqual(info["layers"], meta(f"{arch}.block_count"))
+        self.assertEqual(info["hidden_size"], meta(f"{arch}.embedding_length"))
+        self.assertEqual(info["intermediate_size"], meta(f"{arch}.feed_forward_length"))
+        self.assertEqual(info["attention_heads"], meta(f"{arch}.attention.head_count"))
+        self.assertEqual(info["kv_heads"], meta(f"{arch}.attention.head_count_kv"))
+        self.assertEqual(info["context_length"], meta(f"{arch}.context_length"))
+        self.assertEqual(info["vocab_size"], len(g.fields["tokenizer.ggml.tokens"].data))
+        self.assertEqual(info["parameters"], sum(int(t.n_elements) for t in g.tensors))
+        types = {}
+        for t in g.tensors:
+            types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+        self.assertEqual(info["tensor_types"], types)
+        head_dim = info["hidden_size"] // info["attention_heads"]
+        self.assertEqual(info["kv_bytes_per_token"]["bf16"], 2 * info["layers"] * info["kv_heads"] * head_dim * 2)
+        self.assertEqual(info["file_bytes"], os.path.getsize(MODEL))
+
+    def test_default_model_is_used_without_arguments(self):
+        r = dms("info", "--json", env={"DMS_MODEL": MODEL})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["path"], MODEL)
+
+
+class Generate(unittest.TestCase):
+    def test_chat_prompt_greedy_matches_transformers(self):
+        question = "What is the capital of France?"
+        expect = Reference.greedy(Reference.chat_prompt([{"role": "user", "content": question}]), 24)
+        r = dms("generate", "--chat", *GREEDY, "--max-tokens", "24", question)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.rstrip("\n"), expect.split("<|im_end|>")[0])
+        self.assertIn("tok/s", r.stderr)
+
+    def test_completion_from_stdin_matches_transformers(self):
+        prompt = "The three primary colors are"
+        expect = Reference.greedy(prompt, 20)
+        r = dms("generate", *GREEDY, "--max-tokens", "20", stdin=prompt)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.rstrip("\n"), expect)
+
+    def test_stop_string_ends_the_text_before_it(self):
+        question = "What is the capital of France?"
+        full = Reference.greedy(Reference.chat_prompt([{"role": "user", "content": question}]), 24)
+        word = "Paris"
+        self.assertIn(word, full, "the reference continuation no longer contains the stop word")
+        r = dms("generate", "--chat", *GREEDY, "--max-tokens", "24", "--stop", word, question)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.rstrip("\n"), full[: full.index(word)])
+        self.assertIn("stopped: stop string", r.stderr)
+
+    def test_sampling_is_reproducible_with_a_seed(self):
+        args = ["generate", "--temperature", "1.0", "--seed", "123", "--max-tokens", "16", "Once upon a time"]
+        a, b = dms(*args), dms(*args)
+        self.assertEqual(a.returncode, 0, a.stderr)
+        self.assertEqual(a.stdout, b.stdout)
+
+    def test_bad_model_paths_fail_cleanly(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            not_gguf = os.path.join(tmp, "notes.txt")
+            with open(not_gguf, "w") as f:
+                f.write("hello")
+            truncated = os.path.join(tmp, "cut.gguf")
+            with open(MODEL, "rb") as src, open(truncated, "wb") as dst:
+                dst.write(src.read(100000))
+            empty_dir = os.path.join(tmp, "empty")
+            os.mkdir(empty_dir)
+            cases = [
+                (os.path.join(tmp, "missing.gguf"), "no such file"),
+                (not_gguf, "not a GGUF file"),
+                (truncated, truncated),
+                (empty_dir, "no config.json"),
+            ]
+            for path, message in cases:
+                for cmd in (["info", path], ["generate", "--model", path, "hi"]):
+                    r = dms(*cmd)
+                    self.assertEqual(r.returncode, 1, f"{cmd}: {r.stderr}")
+                    self.assertIn(path, r.stderr, cmd)
+                    self.assertIn(message, r.stderr, cmd)
+                    self.assertNotIn("terminate called", r.stderr)
+
+
+class Chat(unittest.TestCase):
+    def test_two_turns_match_transformers(self):
+        first, second = "What is the capital of France?", "And of Italy?"
+        conv = [{"role": "user", "content": first}]
+        reply1 = Reference.greedy(Reference.chat_prompt(conv), 24).split("<|im_end|>")[0]
+        conv += [{"role": "assistant", "content": reply1}, {"role": "user", "content": second}]
+        reply2 = Reference.greedy(Reference.chat_prompt(conv), 24).split("<|im_end|>")[0]
+        r = dms("chat", *GREEDY, "--max-tokens", "24", "--stats", stdin=f"{first}\n{second}\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, f"{reply1}\n{reply2}\n")
+        # The second turn reuses the first turn's cache: far fewer tokens are prefilled than the
+        # whole conversation holds.
+        prefilled = [int(line.split("prompt: ")[1].split(" tokens")[0]) for line in r.stderr.splitlines()
+                     if line.startswith("[prompt: ")]
+        tok, _ = Reference.get()
+        whole = len(tok(Reference.chat_prompt(conv), add_special_tokens=False).input_ids)
+        self.assertEqual(len(prefilled), 2)
+        self.assertLess(prefilled[1], whole // 2)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

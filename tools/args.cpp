@@ -1,0 +1,126 @@
+#include "args.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+
+namespace dms::cli {
+
+Args::Args(std::string command, std::string synopsis, std::string description)
+    : command_(std::move(command)), synopsis_(std::move(synopsis)), description_(std::move(description)) {}
+
+Args& Args::option(const std::string& name, const std::string& value_name, const std::string& help,
+                   std::optional<std::string> fallback) {
+  specs_.push_back({name, Spec{value_name, help, std::move(fallback)}});
+  return *this;
+}
+
+Args& Args::repeated(const std::string& name, const std::string& value_name, const std::string& help) {
+  specs_.push_back({name, Spec{value_name, help, std::nullopt, true, true}});
+  return *this;
+}
+
+Args& Args::flag(const std::string& name, const std::string& help) {
+  specs_.push_back({name, Spec{"", help, std::nullopt, false}});
+  return *this;
+}
+
+Args& Args::positionals(size_t max) {
+  max_positional_ = max;
+  return *this;
+}
+
+const Args::Spec& Args::spec(const std::string& name) const {
+  for (const auto& [n, s] : specs_)
+    if (n == name) return s;
+  throw UsageError("--" + name + ": not an option of 'dms " + command_ + "'");
+}
+
+bool Args::parse(int argc, char** argv) {
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(help().c_str(), stdout);
+      return false;
+    }
+    if (a.size() > 2 && a.starts_with("--")) {
+      std::string name = a.substr(2), value;
+      const size_t eq = name.find('=');
+      const bool inline_value = eq != std::string::npos;
+      if (inline_value) {
+        value = name.substr(eq + 1);
+        name.resize(eq);
+      }
+      const Spec& s = spec(name);
+      if (!s.takes_value) {
+        if (inline_value) throw UsageError("--" + name + ": takes no value");
+        values_[name].push_back("");
+        continue;
+      }
+      if (!inline_value) {
+        if (i + 1 >= argc) throw UsageError("--" + name + ": needs a value (" + s.value_name + ")");
+        value = argv[++i];
+      }
+      if (!s.repeats && values_.count(name)) throw UsageError("--" + name + ": given more than once");
+      values_[name].push_back(value);
+      continue;
+    }
+    if (positional_.size() >= max_positional_)
+      throw UsageError("unexpected argument '" + a + "' (see 'dms " + command_ + " --help')");
+    positional_.push_back(a);
+  }
+  return true;
+}
+
+std::string Args::help() const {
+  std::string out = "usage: dms " + command_ + " " + synopsis_ + "\n\n" + description_ + "\n\noptions:\n";
+  for (const auto& [name, s] : specs_) {
+    std::string left = "  --" + name + (s.takes_value ? " " + s.value_name : "");
+    if (left.size() < 26) left.resize(26, ' ');
+    else left += "\n" + std::string(26, ' ');
+    out += left + s.help;
+    if (s.fallback) out += " (default: " + *s.fallback + ")";
+    out += "\n";
+  }
+  out += "  --help                  show this help\n";
+  return out;
+}
+
+bool Args::has(const std::string& name) const {
+  spec(name);
+  return values_.count(name) > 0;
+}
+
+std::string Args::str(const std::string& name) const {
+  const Spec& s = spec(name);
+  auto it = values_.find(name);
+  if (it != values_.end()) return it->second.back();
+  if (s.fallback) return *s.fallback;
+  throw UsageError("--" + name + " is required");
+}
+
+int64_t Args::integer(const std::string& name) const {
+  const std::string v = str(name);
+  char* end = nullptr;
+  errno = 0;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno == ERANGE) throw UsageError("--" + name + ": expected an integer, got '" + v + "'");
+  return x;
+}
+
+double Args::number(const std::string& name) const {
+  const std::string v = str(name);
+  char* end = nullptr;
+  errno = 0;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || errno == ERANGE) throw UsageError("--" + name + ": expected a number, got '" + v + "'");
+  return x;
+}
+
+std::vector<std::string> Args::all(const std::string& name) const {
+  spec(name);
+  auto it = values_.find(name);
+  return it == values_.end() ? std::vector<std::string>{} : it->second;
+}
+
+}  // namespace dms::cli

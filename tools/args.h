@@ -1,0 +1,58 @@
+// Command-line options for the `dms` subcommands: declared once with their help text, parsed
+// strictly (unknown options and malformed values are errors that name the option).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dms/util/error.h"
+
+namespace dms::cli {
+
+// A mistake in how the command was called (exit status 2, with a pointer to --help).
+struct UsageError : Error {
+  using Error::Error;
+};
+
+class Args {
+ public:
+  Args(std::string command, std::string synopsis, std::string description);
+
+  // An option taking a value; `fallback` is shown in --help and returned when absent.
+  Args& option(const std::string& name, const std::string& value_name, const std::string& help,
+               std::optional<std::string> fallback = std::nullopt);
+  // An option that may be given several times.
+  Args& repeated(const std::string& name, const std::string& value_name, const std::string& help);
+  Args& flag(const std::string& name, const std::string& help);
+  // Up to `max` positional arguments, described in the synopsis.
+  Args& positionals(size_t max);
+
+  // Returns false when --help was asked for (the help has been printed).
+  bool parse(int argc, char** argv);
+  std::string help() const;
+
+  bool has(const std::string& name) const;
+  std::string str(const std::string& name) const;
+  int64_t integer(const std::string& name) const;
+  double number(const std::string& name) const;
+  std::vector<std::string> all(const std::string& name) const;
+  const std::vector<std::string>& positional() const { return positional_; }
+
+ private:
+  struct Spec {
+    std::string value_name, help;
+    std::optional<std::string> fallback;
+    bool takes_value = true, repeats = false;
+  };
+  const Spec& spec(const std::string& name) const;
+
+  std::string command_, synopsis_, description_;
+  std::vector<std::pair<std::string, Spec>> specs_;
+  std::map<std::string, std::vector<std::string>> values_;
+  std::vector<std::string> positional_;
+  size_t max_positional_ = 0;
+};
+
+}  // namespace dms::cli

@@ -1,0 +1,11 @@
+// The `dms` subcommands. Each parses its own options (argv excludes the subcommand name)
+// and returns the process exit status; errors propagate as dms::Error / UsageError.
+#pragma once
+
+namespace dms::cli {
+
+int run_generate(int argc, char** argv);
+int run_chat(int argc, char** argv);
+int run_info(int argc, char** argv);
+
+}  // namespace dms::cli
