@@ -13,6 +13,7 @@
 namespace dms {
 
 class GgufFile;
+class DecodeStream;
 struct TokenizerImpl;
 
 class Tokenizer {
@@ -43,6 +44,7 @@ class Tokenizer {
   std::string piece_bytes(int32_t id, bool first) const;
 
   explicit Tokenizer(std::unique_ptr<TokenizerImpl> impl);
+  const TokenizerImpl& impl() const { return *impl_; }
 
  private:
   std::unique_ptr<TokenizerImpl> impl_;
@@ -50,17 +52,21 @@ class Tokenizer {
 
 // Turns a stream of token ids into text as they come: never emits a partial UTF-8 sequence;
 // the concatenation of all push() results plus finish() equals Tokenizer::decode(all ids).
+// The tokenizer must outlive the decoder.
 class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer& tok, bool skip_special = true);
+  ~StreamDecoder();
+  StreamDecoder(StreamDecoder&&) noexcept;
   std::string push(int32_t id);
-  std::string finish();  // flushes what is left (invalid bytes become U+FFFD, as decode does)
+  // Flushes what is left (invalid bytes become U+FFFD, as decode does); the decoder then starts
+  // a new text.
+  std::string finish();
 
  private:
-  const Tokenizer& tok_;
+  const Tokenizer* tok_;
   bool skip_special_;
-  bool first_ = true;
-  std::string pending_;
+  std::unique_ptr<DecodeStream> stream_;
 };
 
 }  // namespace dms
