@@ -225,7 +225,7 @@ void PreTokenizer::apply_step(const Step& step, std::vector<PrePiece>& pieces) {
       break;
     case Kind::ByteLevel:
       if (step.flag) {
-        for (auto& p : pieces) if (p.text.empty() || p.text[0] != ' ') p.text = " " + t;
+        for (auto& p : pieces) if (p.text.empty() || p.text[0] != ' ') p.text = " " + p.text;
       }
       if (step.regex) {
         split_pieces(pieces, SplitBehavior::Isolated, false,
