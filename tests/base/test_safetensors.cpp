@@ -51,8 +51,9 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
 
 // A safetensors file from a header text and data bytes, for the malformed cases.
 std::vector<uint8_t> st_bytes(const std::string& header, const std::vector<uint8_t>& data) {
-  std::vector<uint8_t> b(8);
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<uint8_t>(static_cast<uint64_t>(header.size()) >> (8 * i));
+  std::vector<uint8_t> b;
+  b.reserve(8 + header.size() + data.size());
+  for (int i = 0; i < 8; ++i) b.push_back(static_cast<uint8_t>(static_cast<uint64_t>(header.size()) >> (8 * i)));
   b.insert(b.end(), header.begin(), header.end());
   b.insert(b.end(), data.begin(), data.end());
   return b;
@@ -320,7 +321,9 @@ TEST_F(Safetensors, WriterPadsEveryHeaderLengthToEightBytes) {
   // Names of eight consecutive lengths give eight header lengths modulo 8.
   const std::string p = tmp("pad.safetensors");
   for (int extra = 0; extra < 8; ++extra) {
-    dms::save_safetensors(p, {{"t" + std::string(extra, 'x'), StDtype::U8, {3}, {1, 2, 3}}});
+    std::string name = "t";
+    name.append(static_cast<size_t>(extra), 'x');
+    dms::save_safetensors(p, {{name, StDtype::U8, {3}, {1, 2, 3}}});
     const std::vector<uint8_t> raw = read_bytes(p);
     ASSERT_GE(raw.size(), 8u);
     uint64_t header_len = 0;
