@@ -120,7 +120,8 @@ TEST_P(HfTokenizer, MatchesHuggingFace) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, HfTokenizer,
-                         ::testing::Values("smollm2", "qwen2", "llama3", "spm", "spm_legacy"));
+                         ::testing::Values("smollm2", "qwen2", "llama3", "spm", "spm_legacy",
+                                           "spm_metaspace"));
 
 TEST(Tokenizer, ByteLevelRoundTripsEveryText) {
   std::string dir = tokenizer_fixtures();
@@ -212,16 +213,34 @@ TEST(Tokenizer, LongTextIsFastAndExact) {
   EXPECT_EQ(tok->decode(ids), text);
 }
 
-TEST(TokenizerGguf, SmolLM2VocabularyMatchesReference) {
+struct GgufCase {
+  const char* file;
+  const char* expected;  // expected/<name>.json of the pipeline the GGUF stands for
+  bool add_bos;
+};
+
+class GgufTokenizer : public ::testing::TestWithParam<GgufCase> {};
+
+TEST_P(GgufTokenizer, MatchesReference) {
   std::string dir = tokenizer_fixtures();
   ASSERT_FALSE(dir.empty());
-  auto gguf = GgufFile::open(dir + "/smollm2.gguf");
-  auto tok = Tokenizer::from_gguf(*gguf);
-  json expected = load_json(dir + "/expected/smollm2.json");
+  const GgufCase c = GetParam();
+  auto tok = Tokenizer::from_gguf(*GgufFile::open(dir + "/" + c.file));
+  json expected = load_json(dir + "/expected/" + c.expected + ".json");
   EXPECT_EQ(tok->vocab_size(), expected["vocab_size"].get<int32_t>());
-  EXPECT_FALSE(tok->add_bos_default());
+  EXPECT_EQ(tok->add_bos_default(), c.add_bos);
   check_against_reference(*tok, expected, true);
 }
+
+// smollm2: pre "smollm"; qwen2: pre "qwen2" (NFC + Qwen2 split); llama3: pre "llama-bpe" (Llama 3
+// split, ignore_merges, BOS by default); spm: tokenizer model llama with scores, which is the
+// legacy Llama 2 pipeline.
+INSTANTIATE_TEST_SUITE_P(Files, GgufTokenizer,
+                         ::testing::Values(GgufCase{"smollm2.gguf", "smollm2", false},
+                                           GgufCase{"qwen2.gguf", "gguf_qwen2", false},
+                                           GgufCase{"llama3.gguf", "gguf_llama3", true},
+                                           GgufCase{"spm.gguf", "spm_legacy", true}),
+                         [](const auto& info) { return std::string(info.param.expected); });
 
 TEST(TokenizerGguf, DefaultModelMatchesReference) {
   std::string dir = tokenizer_fixtures();
@@ -235,17 +254,6 @@ TEST(TokenizerGguf, DefaultModelMatchesReference) {
   json config = load_json(dir + "/smollm2/tokenizer_config.json");
   EXPECT_EQ(tok->chat_template_source(), config["chat_template"].get<std::string>());
   EXPECT_EQ(tok->eos_id(), tok->token_id("<|im_end|>"));
-}
-
-TEST(TokenizerGguf, SentencePieceScoresMatchReference) {
-  std::string dir = tokenizer_fixtures();
-  ASSERT_FALSE(dir.empty());
-  auto gguf = GgufFile::open(dir + "/spm.gguf");
-  auto tok = Tokenizer::from_gguf(*gguf);
-  // The GGUF carries no pipeline; a llama-model GGUF is the legacy Llama 2 one.
-  json expected = load_json(dir + "/expected/spm_legacy.json");
-  EXPECT_TRUE(tok->add_bos_default());
-  check_against_reference(*tok, expected, true);
 }
 
 void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {

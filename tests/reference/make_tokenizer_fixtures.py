@@ -16,8 +16,14 @@ seeded varied text, turned into tokenizer.json by transformers:
                Replace/ByteFallback/Fuse/Strip decoder, BOS added)
   spm_legacy/  the same model as the legacy Llama 2 converter writes it: Prepend("▁") +
                Replace(" ", "▁") normalizer, no pre-tokenizer
+  spm_metaspace/  the same model with Metaspace(always, split) as pre-tokenizer and a Metaspace,
+               ByteFallback, Fuse decoder
 GGUF files written with gguf-py:
   smollm2.gguf   smollm2's vocabulary as tokenizer model gpt2, pre "smollm"
+  qwen2.gguf, llama3.gguf  the same vocabulary with pre "qwen2" and "llama-bpe" (llama3.gguf
+                 adds the Llama 3 special tokens as control tokens and their BOS); their
+                 expectations (expected/gguf_qwen2.json, expected/gguf_llama3.json) come from
+                 the plain Qwen2 and Llama 3 pipelines, without the fixture-only added tokens
   spm.gguf       the SentencePiece model as tokenizer model llama, with scores and token types
   bad/*.gguf     a token_type count that differs from the token count, an unknown pre, an
                  unsupported tokenizer model
@@ -158,9 +164,16 @@ def bpe_model(tokens, merges, **kw):
                       byte_fallback=False, **kw)
 
 
-def save_dir(tok, dir_path, config):
+def save_dir(tok, dir_path, config, string_merges=False):
     os.makedirs(dir_path, exist_ok=True)
-    tok.save(os.path.join(dir_path, "tokenizer.json"))
+    path = os.path.join(dir_path, "tokenizer.json")
+    tok.save(path)
+    if string_merges:
+        # The older "a b" spelling of merges, as the published SmolLM2 file has it.
+        with open(path, encoding="utf-8") as f:
+            j = json.load(f)
+        j["model"]["merges"] = [" ".join(pair) for pair in j["model"]["merges"]]
+        write_json(path, j)
     write_json(os.path.join(dir_path, "tokenizer_config.json"), config)
 
 
@@ -178,10 +191,12 @@ def build_smollm2(tokens, merges, types, template, out):
         "add_prefix_space": False, "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
         "pad_token": "<|im_end|>", "unk_token": "<|endoftext|>", "chat_template": template,
         "clean_up_tokenization_spaces": False, "model_max_length": 8192,
-        "tokenizer_class": "GPT2Tokenizer", "vocab_size": 49152})
+        "tokenizer_class": "GPT2Tokenizer", "vocab_size": 49152}, string_merges=True)
 
 
-def build_qwen2(tokens, merges, types, out):
+def build_qwen2(tokens, merges, types, out=None):
+    """With `out`, the fixture directory (with an extra normalized token); without, the plain
+    pipeline a GGUF with pre "qwen2" stands for."""
     tok = Tokenizer(bpe_model(tokens, merges))
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -191,6 +206,8 @@ def build_qwen2(tokens, merges, types, out):
     tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     specials = [t for t, ty in zip(tokens, types) if ty == 3]
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    if out is None:
+        return tok
     tok.add_tokens([AddedToken("naïve", special=False, normalized=True)])
     save_dir(tok, out, {
         "bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
@@ -198,7 +215,9 @@ def build_qwen2(tokens, merges, types, out):
         "tokenizer_class": "Qwen2Tokenizer"})
 
 
-def build_llama3(tokens, merges, types, out):
+def build_llama3(tokens, merges, types, out=None):
+    """With `out`, the fixture directory (with lstrip/rstrip and single_word tokens); without,
+    the plain pipeline a GGUF with pre "llama-bpe" stands for."""
     tok = Tokenizer(bpe_model(tokens, merges, ignore_merges=True))
     tok.normalizer = None
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -207,14 +226,16 @@ def build_llama3(tokens, merges, types, out):
     tok.decoder = decoders.ByteLevel(add_prefix_space=True, trim_offsets=True, use_regex=True)
     specials = [t for t, ty in zip(tokens, types) if ty == 3] + LLAMA3_SPECIALS
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    tok.add_special_tokens([AddedToken("<|mask|>", special=True, normalized=False, lstrip=True, rstrip=True)])
-    tok.add_tokens([AddedToken("wordtok", special=False, normalized=False, single_word=True)])
     bos_id = tok.token_to_id("<|begin_of_text|>")
     tok.post_processor = processors.Sequence([
         processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True),
         processors.TemplateProcessing(single="<|begin_of_text|> $A",
                                       pair="<|begin_of_text|> $A <|begin_of_text|> $B:1",
                                       special_tokens=[("<|begin_of_text|>", bos_id)])])
+    if out is None:
+        return tok
+    tok.add_special_tokens([AddedToken("<|mask|>", special=True, normalized=False, lstrip=True, rstrip=True)])
+    tok.add_tokens([AddedToken("wordtok", special=False, normalized=False, single_word=True)])
     save_dir(tok, out, {
         "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": LLAMA31_TEMPLATE,
         "clean_up_tokenization_spaces": True, "tokenizer_class": "PreTrainedTokenizerFast"})
@@ -237,7 +258,7 @@ def training_corpus(rng):
     return lines
 
 
-def build_spm(rng, out_first, out_legacy, work):
+def build_spm(rng, out_first, out_legacy, out_metaspace, work):
     model_path = os.path.join(work, "spm.model")
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(training_corpus(rng)), model_prefix=model_path[:-len(".model")],
@@ -259,6 +280,15 @@ def build_spm(rng, out_first, out_legacy, work):
     os.makedirs(out_legacy, exist_ok=True)
     write_json(os.path.join(out_legacy, "tokenizer.json"), j)
     shutil.copy(os.path.join(out_first, "tokenizer_config.json"), out_legacy)
+    # Metaspace on both sides: prepend always, split into words, Metaspace decoder first.
+    j["normalizer"] = None
+    j["pre_tokenizer"] = {"type": "Metaspace", "replacement": METASPACE, "prepend_scheme": "always", "split": True}
+    j["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "Metaspace", "replacement": METASPACE, "prepend_scheme": "always", "split": True},
+        {"type": "ByteFallback"}, {"type": "Fuse"}]}
+    os.makedirs(out_metaspace, exist_ok=True)
+    write_json(os.path.join(out_metaspace, "tokenizer.json"), j)
+    shutil.copy(os.path.join(out_first, "tokenizer_config.json"), out_metaspace)
     return sp
 
 
@@ -286,9 +316,9 @@ def write_gguf(path, kv):
     w.close()
 
 
-def smollm2_gguf_kv(tokens, merges, types, template):
+def byte_level_gguf_kv(tokens, merges, types, template, pre="smollm"):
     return {
-        "tokenizer.ggml.model": ("gpt2", "str"), "tokenizer.ggml.pre": ("smollm", "str"),
+        "tokenizer.ggml.model": ("gpt2", "str"), "tokenizer.ggml.pre": (pre, "str"),
         "tokenizer.ggml.tokens": (tokens, "array_str"), "tokenizer.ggml.token_type": (types, "array_int"),
         "tokenizer.ggml.merges": (merges, "array_str"), "tokenizer.ggml.bos_token_id": (1, "u32"),
         "tokenizer.ggml.eos_token_id": (2, "u32"), "tokenizer.ggml.unknown_token_id": (0, "u32"),
@@ -457,14 +487,23 @@ def main():
     np.random.seed(SEED)
 
     tokens, merges, types, template = default_gguf_vocab(model_path)
-    dirs = {name: os.path.join(out, name) for name in ["smollm2", "qwen2", "llama3", "spm", "spm_legacy"]}
+    names = ["smollm2", "qwen2", "llama3", "spm", "spm_legacy", "spm_metaspace"]
+    dirs = {name: os.path.join(out, name) for name in names}
     build_smollm2(tokens, merges, types, template, dirs["smollm2"])
     build_qwen2(tokens, merges, types, dirs["qwen2"])
     build_llama3(tokens, merges, types, dirs["llama3"])
-    sp = build_spm(rng, dirs["spm"], dirs["spm_legacy"], out)
+    sp = build_spm(rng, dirs["spm"], dirs["spm_legacy"], dirs["spm_metaspace"], out)
 
-    smollm_kv = smollm2_gguf_kv(tokens, merges, types, template)
+    smollm_kv = byte_level_gguf_kv(tokens, merges, types, template)
     write_gguf(os.path.join(out, "smollm2.gguf"), smollm_kv)
+    write_gguf(os.path.join(out, "qwen2.gguf"), byte_level_gguf_kv(tokens, merges, types, QWEN25_TEMPLATE, "qwen2"))
+    llama3_tokens = tokens + LLAMA3_SPECIALS
+    llama3_kv = byte_level_gguf_kv(llama3_tokens, merges, types + [3] * len(LLAMA3_SPECIALS), LLAMA31_TEMPLATE,
+                                   "llama-bpe")
+    llama3_kv["tokenizer.ggml.bos_token_id"] = (llama3_tokens.index("<|begin_of_text|>"), "u32")
+    llama3_kv["tokenizer.ggml.eos_token_id"] = (llama3_tokens.index("<|eot_id|>"), "u32")
+    del llama3_kv["tokenizer.ggml.add_bos_token"]  # llama-bpe asks for BOS by default
+    write_gguf(os.path.join(out, "llama3.gguf"), llama3_kv)
     write_gguf(os.path.join(out, "spm.gguf"), spm_gguf_kv(sp))
     write_bad_inputs(out, smollm_kv)
 
@@ -473,6 +512,10 @@ def main():
     for name, path in dirs.items():
         tok = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
         write_json(os.path.join(out, "expected", name + ".json"), expectations(tok, texts, rng))
+    write_json(os.path.join(out, "expected", "gguf_qwen2.json"),
+               expectations(build_qwen2(tokens, merges, types), texts, rng))
+    write_json(os.path.join(out, "expected", "gguf_llama3.json"),
+               expectations(build_llama3(tokens, merges, types), texts, rng))
     with open(os.path.join(out, "long_text.json"), encoding="utf-8") as f:
         long = json.load(f)["text"]
     smollm = Tokenizer.from_file(os.path.join(dirs["smollm2"], "tokenizer.json"))
