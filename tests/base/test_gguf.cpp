@@ -368,6 +368,8 @@ TEST_F(GgufAllTypes, BadMetadataValues) {
   b = bytes_;
   put_u32(b, kv_type_pos("general.alignment") + 4, 48);
   expect_open_error(write_tmp(b), "general.alignment 48 is not a power of two");
+  put_u32(b, kv_type_pos("general.alignment"), static_cast<uint32_t>(GgufValueType::FLOAT32));
+  expect_open_error(write_tmp(b), "general.alignment is FLOAT32, not an integer");
 
   // Two keys of equal length: renaming one to the other duplicates it.
   b = bytes_;

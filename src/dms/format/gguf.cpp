@@ -141,12 +141,14 @@ void read_header(Cursor& c, const std::string& path, uint32_t& version, uint64_t
 uint32_t read_alignment(const std::map<std::string, GgufValue>& metadata, const std::string& path) {
   const auto it = metadata.find("general.alignment");
   if (it == metadata.end()) return 32;
-  const int64_t* a = std::get_if<int64_t>(&it->second.value);
-  if (!a || it->second.type == GgufValueType::BOOL) fail(path, "general.alignment is not an integer");
-  if (*a <= 0 || *a > (int64_t{1} << 30) || !std::has_single_bit(static_cast<uint64_t>(*a))) {
-    fail(path, "general.alignment " + std::to_string(*a) + " is not a power of two up to 2^30");
+  if (!gguf_value_type_is_integer(it->second.type)) {
+    fail(path, "general.alignment is " + gguf_value_type_name(it->second.type) + ", not an integer");
   }
-  return static_cast<uint32_t>(*a);
+  const int64_t a = std::get<int64_t>(it->second.value);
+  if (a <= 0 || a > (int64_t{1} << 30) || !std::has_single_bit(static_cast<uint64_t>(a))) {
+    fail(path, "general.alignment " + std::to_string(a) + " is not a power of two up to 2^30");
+  }
+  return static_cast<uint32_t>(a);
 }
 
 GgufTensorInfo read_tensor_info(Cursor& c, const std::string& path, uint64_t index, uint32_t alignment) {
