@@ -12,11 +12,20 @@ StopStringMatcher::StopStringMatcher(std::vector<std::string> stops) {
 std::string StopStringMatcher::push(const std::string& text) {
   if (stopped_) return {};
   pending_ += text;
-  size_t first = std::string::npos;
-  for (const auto& s : stops_) first = std::min(first, pending_.find(s));
-  if (first != std::string::npos) {
+  // The stop string that completes first wins (the earliest-starting one if several end together),
+  // so the result does not depend on how the text was cut into pieces.
+  size_t best_end = std::string::npos, best_start = 0;
+  for (const auto& s : stops_) {
+    const size_t at = pending_.find(s);
+    if (at == std::string::npos) continue;
+    if (at + s.size() < best_end || (at + s.size() == best_end && at < best_start)) {
+      best_end = at + s.size();
+      best_start = at;
+    }
+  }
+  if (best_end != std::string::npos) {
     stopped_ = true;
-    std::string out = pending_.substr(0, first);
+    std::string out = pending_.substr(0, best_start);
     pending_.clear();
     return out;
   }

@@ -1,5 +1,6 @@
 // Finds stop strings in streamed text without ever emitting part of one: text that could
-// still turn into a stop string is held back until it cannot.
+// still turn into a stop string is held back until it cannot. The stream stops where the first
+// stop string is completed, as a generator checking after every token would.
 #pragma once
 #include <string>
 #include <vector>
