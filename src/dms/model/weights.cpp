@@ -1,6 +1,7 @@
 #include "dms/model/weights.h"
 
 #include <cstring>
+#include <filesystem>
 
 #include "dms/format/gguf.h"
 #include "dms/format/safetensors.h"
@@ -27,7 +28,10 @@ at::Tensor wrap(const uint8_t* data, at::IntArrayRef shape, at::ScalarType store
 class TensorSource {
  public:
   virtual ~TensorSource() = default;
+  // The file that lists the tensors (named when one is missing).
   virtual const std::string& where() const = 0;
+  // The file that holds tensor `name` (named when its shape or type is wrong).
+  virtual const std::string& file_of(const std::string& name) const = 0;
   virtual bool has(const std::string& name) const = 0;
   virtual std::vector<int64_t> shape(const std::string& name) const = 0;
   virtual at::Tensor get(const std::string& name, at::ScalarType dtype) const = 0;
@@ -35,8 +39,10 @@ class TensorSource {
 
 class SafetensorsSource : public TensorSource {
  public:
-  explicit SafetensorsSource(const std::string& dir) : dir_(dir), ckpt_(SafetensorsCheckpoint::open_dir(dir)) {}
-  const std::string& where() const override { return dir_; }
+  explicit SafetensorsSource(const std::string& dir)
+      : listing_(listing_file(dir)), ckpt_(SafetensorsCheckpoint::open_dir(dir)) {}
+  const std::string& where() const override { return listing_; }
+  const std::string& file_of(const std::string& name) const override { return ckpt_.find(name)->file; }
   bool has(const std::string& name) const override { return ckpt_.find(name) != nullptr; }
   std::vector<int64_t> shape(const std::string& name) const override { return ckpt_.find(name)->shape; }
   at::Tensor get(const std::string& name, at::ScalarType dtype) const override {
@@ -51,10 +57,16 @@ class SafetensorsSource : public TensorSource {
     }
     return wrap(t.data, t.shape, stored, dtype);
   }
-  const SafetensorsCheckpoint& checkpoint() const { return ckpt_; }
 
  private:
-  std::string dir_;
+  // model.safetensors when present (it wins, as in SafetensorsCheckpoint::open_dir), else the shard index.
+  static std::string listing_file(const std::string& dir) {
+    const auto single = std::filesystem::path(dir) / "model.safetensors";
+    return (std::filesystem::exists(single) ? single : std::filesystem::path(dir) / "model.safetensors.index.json")
+        .string();
+  }
+
+  std::string listing_;
   SafetensorsCheckpoint ckpt_;
 };
 
@@ -64,6 +76,7 @@ class GgufSource : public TensorSource {
  public:
   GgufSource(std::shared_ptr<const GgufFile> g, const ModelConfig& c) : g_(std::move(g)), c_(c) {}
   const std::string& where() const override { return g_->path(); }
+  const std::string& file_of(const std::string&) const override { return g_->path(); }
   bool has(const std::string& name) const override { return info(name) != nullptr; }
   std::vector<int64_t> shape(const std::string& name) const override { return info(name)->shape; }
   at::Tensor get(const std::string& name, at::ScalarType dtype) const override {
@@ -87,9 +100,11 @@ class GgufSource : public TensorSource {
   }
 
  private:
+  // llama.cpp stores each head's rows as (D/2, 2) interleaved pairs: row 2i+j of the head is
+  // Hugging Face row j*D/2 + i. Viewing a head as [D/2, 2] and transposing gives [2, D/2].
   static at::Tensor unpermute(const at::Tensor& w, int64_t heads) {
     auto shape = w.sizes().vec();
-    std::vector<int64_t> split = {heads, 2, shape[0] / heads / 2};
+    std::vector<int64_t> split = {heads, shape[0] / heads / 2, 2};
     split.insert(split.end(), shape.begin() + 1, shape.end());
     return w.reshape(split).transpose(1, 2).reshape(shape).contiguous();
   }
@@ -133,7 +148,8 @@ Weights load(const TensorSource& src, const ModelConfig& c, at::ScalarType dtype
     if (!src.has(name)) fail(src.where(), "missing tensor '" + name + "'");
     auto got = src.shape(name);
     if (got != expect)
-      fail(src.where(), "tensor '" + name + "' has shape " + shape_str(got) + ", expected " + shape_str(expect));
+      fail(src.file_of(name),
+           "tensor '" + name + "' has shape " + shape_str(got) + ", expected " + shape_str(expect));
     return src.get(name, dtype);
   };
   const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
