@@ -66,20 +66,25 @@ void add_eos_ids(const json& v, const std::string& path, std::vector<int32_t>& o
 }
 
 // Rope settings: transformers 5 writes `rope_parameters` (with rope_theta inside); older
-// checkpoints write `rope_theta` and `rope_scaling` at the top level.
-RopeConfig parse_rope(const json& j, const std::string& path) {
+// checkpoints write `rope_theta` and `rope_scaling` at the top level. As in transformers,
+// `rope_scaling` wins when both are present, and Llama 3 scaling without
+// `original_max_position_embeddings` falls back to `max_position`.
+RopeConfig parse_rope(const json& j, const std::string& path, int64_t max_position) {
   RopeConfig r;
   JsonFields top{j, path};
   r.theta = top.number("rope_theta", r.theta);
-  const json* params = nullptr;
-  if (top.has("rope_parameters")) params = &j["rope_parameters"];
-  else if (top.has("rope_scaling")) params = &j["rope_scaling"];
-  if (!params) return r;
-  if (!params->is_object()) fail(path, "field 'rope_scaling' must be an object");
-  JsonFields p{*params, path};
+  if (top.number("partial_rotary_factor", 1.0) != 1.0)
+    fail(path, "partial_rotary_factor other than 1 is not supported");
+  const char* key = top.has("rope_scaling") ? "rope_scaling" : top.has("rope_parameters") ? "rope_parameters" : nullptr;
+  if (!key) return r;
+  const json& params = j[key];
+  if (!params.is_object()) fail(path, std::string("field '") + key + "' must be an object");
+  JsonFields p{params, path};
   r.theta = p.number("rope_theta", r.theta);
   if (p.has("rope_type")) r.type = p.string("rope_type");
   else if (p.has("type")) r.type = p.string("type");
+  if (p.number("partial_rotary_factor", 1.0) != 1.0)
+    fail(path, std::string("field '") + key + "': partial_rotary_factor other than 1 is not supported");
   if (r.type == "default") return r;
   if (r.type == "linear") {
     r.factor = p.number("factor", 1.0);
@@ -87,9 +92,10 @@ RopeConfig parse_rope(const json& j, const std::string& path) {
     r.factor = p.number("factor", 8.0);
     r.low_freq_factor = p.number("low_freq_factor", 1.0);
     r.high_freq_factor = p.number("high_freq_factor", 4.0);
-    r.original_max_position = p.integer("original_max_position_embeddings", 8192);
+    r.original_max_position = p.integer("original_max_position_embeddings", max_position);
   } else {
-    fail(path, "rope type '" + r.type + "' is not supported (supported: default, linear, llama3)");
+    fail(path, std::string("field '") + key + "': rope type '" + r.type +
+                   "' is not supported (supported: default, linear, llama3)");
   }
   return r;
 }
@@ -126,7 +132,7 @@ ModelConfig ModelConfig::from_hf_dir(const std::string& dir) {
   c.head_dim = c.n_heads > 0 ? f.integer("head_dim", c.hidden_size / c.n_heads) : 0;
   c.max_position = f.integer("max_position_embeddings", 2048);
   c.rms_eps = f.number("rms_norm_eps", 1e-6);
-  c.rope = parse_rope(j, path);
+  c.rope = parse_rope(j, path, c.max_position);
   c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
   c.qk_norm = c.arch == Arch::Qwen3;
   if (c.arch == Arch::Qwen2) {
