@@ -112,6 +112,30 @@ def varied_texts(rng):
              "e\u0301", "n\u0303o", "👨‍💻", "....", "--", "USER", "it's", "THEY'LL", "ﬁ", "Ⅻ"]
     random_mixes = ["".join(rng.choice(words) + rng.choice(["", " ", "  ", "\n"]) for _ in range(40))
                     for _ in range(6)]
+    return fixed_texts(random_mixes, long_paragraph) + random_unicode_texts(rng)
+
+
+def random_unicode_texts(rng):
+    """Random strings over code points where tokenizers differ easily: every kind of whitespace,
+    digits of several scripts, combining marks, apostrophes, letters, symbols, emoji parts."""
+    pools = [
+        list(range(0x20, 0x7F)) * 4,
+        [0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x85, 0xA0, 0x1680, 0x180E, 0x2000, 0x2007, 0x200A, 0x200B,
+         0x2028, 0x2029, 0x202F, 0x205F, 0x3000, 0x1C, 0x1F],
+        list(range(0xC0, 0x180)), list(range(0x300, 0x370)), list(range(0x660, 0x66A)),
+        list(range(0x966, 0x970)), list(range(0xFF10, 0xFF1A)), [0x2160, 0x2167, 0xB2, 0xBD, 0x3007],
+        list(range(0x4E00, 0x4E80)), list(range(0x3040, 0x30A0)), list(range(0xAC00, 0xAC40)),
+        [0x1F600, 0x1F44D, 0x1F3FD, 0x200D, 0xFE0F, 0x1F468, 0x1F4BB, 0x1F1FA, 0x1F1F8],
+        [ord(c) for c in "'’sStTlLdDmMvVeErR"] * 3,
+    ]
+    out = []
+    for _ in range(60):
+        n = rng.randint(1, 40)
+        out.append("".join(chr(rng.choice(rng.choice(pools))) for _ in range(n)))
+    return out
+
+
+def fixed_texts(random_mixes, long_paragraph):
     return [
         "", " ", "  ", "\t", "\n", "\n\n\n", " \t \n ", "Hello world", " Hello world ",
         "Hello  world   again    and\tagain\t\ttabs\n\nnew  lines \n\n  mixed", "   leading spaces",

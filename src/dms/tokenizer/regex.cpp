@@ -47,8 +47,11 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view text) co
   size_t start = 0;
   while (start <= text.size()) {
     // The text was validated once by the caller; re-checking it on every match would be quadratic.
-    int rc = pcre2_match(code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, data.md,
-                         nullptr);
+    int rc = pcre2_match(code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, data.md, nullptr);
+    if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
+      // The interpreter keeps its backtracking state on the heap and copes with longer matches.
+      rc = pcre2_match(code, subject, text.size(), start, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, data.md, nullptr);
+    }
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) fail("regex '" + pattern_ + "'", "matching failed: " + pcre2_message(rc));
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(data.md);
