@@ -301,6 +301,7 @@ TEST(TokenizerErrors, BadTokenizerJson) {
   expect_error(load("invalid_json"), {"invalid_json/tokenizer.json", "invalid JSON"});
   expect_error(load("no_model"), {"no_model/tokenizer.json", "field 'model' is missing"});
   expect_error(load("unknown_merge"), {"unknown_merge/tokenizer.json", "model.merges[1]", "'zz'"});
+  expect_error(load("huge_id"), {"huge_id/tokenizer.json", "token id 2000000000 is out of range"});
   expect_error(load("wordpiece"), {"wordpiece/tokenizer.json", "model type 'WordPiece' is not supported"});
   expect_error(load("unigram"), {"unigram/tokenizer.json", "model type 'Unigram' is not supported"});
   expect_error(load("unsupported_pre"),

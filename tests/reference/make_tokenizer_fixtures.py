@@ -28,7 +28,8 @@ GGUF files written with gguf-py:
   bad/*.gguf     a token_type count that differs from the token count, an unknown pre, an
                  unsupported tokenizer model
 bad/<case>/     tokenizer.json files that must be rejected (missing file, invalid JSON, no model,
-                merges naming unknown tokens, WordPiece and Unigram models, an unknown pre-tokenizer)
+                merges naming unknown tokens, a token id far past the vocabulary, WordPiece and
+                Unigram models, an unknown pre-tokenizer)
 
 expected/<name>.json, from the Hugging Face tokenizers library:
   texts: per text, ids without and with special tokens, decode(ids) with and without skipping
@@ -400,6 +401,8 @@ def write_bad_inputs(out, smollm_kv):
          "max_input_chars_per_word": 100, "vocab": {"[UNK]": 0, "a": 1}}))
     write_json(os.path.join(bad, "unigram", "tokenizer.json"), tiny_tokenizer_json(
         {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0.0], ["a", -1.0]], "byte_fallback": False}))
+    write_json(os.path.join(bad, "huge_id", "tokenizer.json"),
+               tiny_tokenizer_json(dict(bpe, vocab={"a": 0, "b": 1, "ab": 2000000000})))
     j = tiny_tokenizer_json(bpe)
     j["pre_tokenizer"] = {"type": "BertPreTokenizer"}
     write_json(os.path.join(bad, "unsupported_pre", "tokenizer.json"), j)

@@ -134,7 +134,8 @@ ChatTemplate ChatTemplate::from_source(const std::string& src, const Tokenizer& 
 
 std::string ChatTemplate::render_chatml(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
   std::string out;
-  if (!default_system_.empty() && (messages.empty() || messages[0].role != "system")) {
+  // The default system prompt goes before the first message when that is not a system one.
+  if (!default_system_.empty() && !messages.empty() && messages[0].role != "system") {
     out += "<|im_start|>system\n" + default_system_ + "<|im_end|>\n";
   }
   // Qwen3 keeps reasoning only for assistant turns after the last real user query.

@@ -12,6 +12,12 @@ void TokenizerImpl::finalize() {
   int32_t max_id = -1;
   for (const auto& [text, id] : model->vocab()) max_id = std::max(max_id, id);
   for (const auto& t : added) max_id = std::max(max_id, t.id);
+  // Ids index a table; a stray huge id must be an error, not a huge allocation.
+  size_t entries = model->vocab().size() + added.size();
+  if (static_cast<size_t>(max_id) >= entries) {
+    fail(source, "token id " + std::to_string(max_id) + " is out of range: there are only " +
+                     std::to_string(entries) + " vocabulary and added-token entries");
+  }
   tokens.assign(static_cast<size_t>(max_id + 1), {});
   present.assign(tokens.size(), 0);
   special.assign(tokens.size(), 0);
