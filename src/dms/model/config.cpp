@@ -187,6 +187,7 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& g) {
   c.tie_word_embeddings = g.find_tensor("output.weight") == nullptr;
   c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
   c.o_bias = g.find_tensor("blk.0.attn_output.bias") != nullptr;
+  c.mlp_bias = g.find_tensor("blk.0.ffn_up.bias") != nullptr;
   c.qk_norm = c.arch == Arch::Qwen3;
   c.bos_id = static_cast<int32_t>(g.opt_int("tokenizer.ggml.bos_token_id").value_or(-1));
   for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"}) {
