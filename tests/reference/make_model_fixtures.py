@@ -11,6 +11,7 @@ Layout, for each tiny model NAME:
                          gen.prompt, gen.tokens (32 greedy tokens), gen.gap (HF's top-1 minus
                          top-2 logit at each generated step)
   NAME.ref.json          the config as transformers reads it, module facts and parameter count
+  NAME.gguf              the same weights converted to GGUF as llama.cpp would (same references)
 plus default_gguf.ref.safetensors / default_gguf.ref.json for $DMS_DEFAULT_MODEL (same keys,
 gen.I.* for each continuation), rope_variants/CASE/config.json with rope_variants.ref.json, and
 bad/CASE/ for the bad checkpoints.
@@ -301,6 +302,97 @@ def make_bad_checkpoints(models_dir, good, sharded_good):
         json.dump(index, f, indent=1)
 
 
+def llama_cpp_interleave(w, n_head):
+    """llama.cpp's Llama q/k layout: within each head, rows (i, D/2 + i) of the rotate-half
+    layout become adjacent pairs (2i, 2i + 1)."""
+    head_dim = w.shape[0] // n_head
+    return w.reshape(n_head, 2, head_dim // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def llama3_rope_factors(config, dim):
+    """What llama.cpp stores as rope_freqs for Llama 3 scaling: per frequency, the divisor that
+    turns the plain inverse frequency into the scaled one."""
+    rope = config.rope_parameters
+    inv_freq = 1.0 / rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    wavelen = 2 * math.pi / inv_freq
+    old = rope["original_max_position_embeddings"]
+    low, high, factor = rope["low_freq_factor"], rope["high_freq_factor"], rope["factor"]
+    smooth = (old / wavelen - low) / (high - low)
+    factors = torch.where(wavelen < old / high, torch.ones_like(wavelen),
+                          torch.where(wavelen > old / low, torch.full_like(wavelen, factor),
+                                      1.0 / ((1 - smooth) / factor + smooth)))
+    return factors.float()
+
+
+def write_tiny_gguf(models_dir, name):
+    """NAME.gguf: the tiny checkpoint converted the way llama.cpp does (tensor names from
+    gguf-py's own map, Llama q/k interleaved, Llama 3 scaling as rope_freqs, 1-D tensors F32,
+    matrices in their stored dtype: F32, or BF16 for a bf16 checkpoint). The conversion is
+    checked by reading the file back with transformers' GGUF loader; the test reuses NAME's
+    logits as the reference."""
+    ckpt = os.path.join(models_dir, name)
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype="auto")
+    c = model.config
+    head_dim = model.model.layers[0].self_attn.head_dim
+    arch = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3}[c.model_type]
+    names = gguf.get_tensor_name_map(arch, c.num_hidden_layers)
+    path = os.path.join(models_dir, f"{name}.gguf")
+    w = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[arch])
+    w.add_block_count(c.num_hidden_layers)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_dimension_count(head_dim)
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    if c.rope_parameters["rope_type"] == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(c.rope_parameters["factor"])
+    w.add_vocab_size(c.vocab_size)
+    w.add_bos_token_id(c.bos_token_id)
+    w.add_eos_token_id(c.eos_token_id)
+
+    def add(gguf_name, t):
+        t = t.detach().contiguous()
+        if t.dtype == torch.bfloat16 and t.dim() > 1:
+            w.add_tensor(gguf_name, t.view(torch.uint8).numpy(), raw_dtype=gguf.GGMLQuantizationType.BF16)
+        else:
+            w.add_tensor(gguf_name, t.float().numpy())
+
+    if c.rope_parameters["rope_type"] == "llama3":
+        factors = llama3_rope_factors(c, head_dim)
+        plain = 1.0 / c.rope_parameters["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+        assert torch.allclose(plain / factors.double(), model.model.rotary_emb.inv_freq.double(), rtol=1e-6), \
+            "rope_freqs do not reproduce transformers' Llama 3 frequencies"
+        add(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", factors)
+    state = model.state_dict()
+    expected = {}
+    for hf_name, t in state.items():
+        if hf_name == "lm_head.weight" and c.tie_word_embeddings:
+            continue
+        gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        assert gguf_name, f"gguf-py has no name for {hf_name}"
+        if c.model_type == "llama" and ".q_proj." in hf_name:
+            t = llama_cpp_interleave(t, c.num_attention_heads)
+        if c.model_type == "llama" and ".k_proj." in hf_name:
+            t = llama_cpp_interleave(t, c.num_key_value_heads)
+        add(gguf_name, t)
+        expected[hf_name] = state[hf_name].float()
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    read_back = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
+    for hf_name, t in expected.items():
+        assert torch.equal(torch.as_tensor(read_back[hf_name]).float(), t), f"{name}.gguf: {hf_name} differs"
+    return path
+
+
 def gguf_metadata_facts(path):
     """The metadata a loader needs, as gguf-py reads it."""
     r = gguf.GGUFReader(path)
@@ -395,6 +487,8 @@ def main():
     made = {}
     for name, (config, seed, save) in tiny_configs().items():
         made[name] = make_tiny(models_dir, name, config, seed, save)
+    for name in made:
+        write_tiny_gguf(models_dir, name)
     make_rope_variants(models_dir, made["llama_gqa"])
     make_bad_checkpoints(models_dir, made["llama_tied_bias"], made["llama_gqa"])
     default_model = os.environ.get("DMS_DEFAULT_MODEL")

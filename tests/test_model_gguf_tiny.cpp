@@ -1,0 +1,83 @@
+// The tiny checkpoints converted to GGUF the way llama.cpp converts them (gguf-py's tensor
+// names, Llama q/k rows interleaved, Llama 3 scaling as rope_freqs, BF16 matrices for the bf16
+// checkpoint; the generator checks the files by reading them back with transformers). Loaded
+// through our GGUF path they must reproduce the safetensors checkpoints' transformers logits
+// with the fp32 tolerance of test_model_forward.cpp.
+#include <gtest/gtest.h>
+
+#include "dms/format/gguf.h"
+#include "dms/model/config.h"
+#include "dms/model/weights.h"
+#include "test_model_fixtures.h"
+
+namespace dms::test {
+namespace {
+
+constexpr double kFp32Rel = 1e-4;
+
+Transformer load_tiny_gguf(const std::string& name) {
+  auto gguf = GgufFile::open(fixture_path(name + ".gguf"));
+  ModelConfig config = ModelConfig::from_gguf(*gguf);
+  Weights weights = load_gguf_weights(gguf, config, at::kFloat);
+  return Transformer(std::move(config), std::move(weights));
+}
+
+class TinyGguf : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TinyGguf, ConfigMatchesTransformers) {
+  const ModelConfig c = ModelConfig::from_gguf(*GgufFile::open(fixture_path(GetParam() + ".gguf")));
+  const auto hf = read_json(GetParam() + ".ref.json")["hf_config"];
+  EXPECT_EQ(c.model_type, hf["model_type"].get<std::string>());
+  EXPECT_EQ(c.vocab_size, hf["vocab_size"].get<int64_t>());
+  EXPECT_EQ(c.hidden_size, hf["hidden_size"].get<int64_t>());
+  EXPECT_EQ(c.intermediate_size, hf["intermediate_size"].get<int64_t>());
+  EXPECT_EQ(c.n_layers, hf["num_hidden_layers"].get<int64_t>());
+  EXPECT_EQ(c.n_heads, hf["num_attention_heads"].get<int64_t>());
+  EXPECT_EQ(c.n_kv_heads, hf["num_key_value_heads"].get<int64_t>());
+  EXPECT_EQ(c.head_dim, hf["head_dim"].get<int64_t>());
+  EXPECT_EQ(c.max_position, hf["max_position_embeddings"].get<int64_t>());
+  EXPECT_FLOAT_EQ(c.rms_eps, hf["rms_norm_eps"].get<double>());  // GGUF stores it as f32
+  EXPECT_DOUBLE_EQ(c.rope.theta, hf["rope_theta"].get<double>());
+  // GGUF carries Llama 3 scaling as rope_freqs divisors, not as a rope type.
+  if (hf["rope_type"] != "llama3") {
+    EXPECT_EQ(c.rope.type, hf["rope_type"].get<std::string>());
+    EXPECT_DOUBLE_EQ(c.rope.factor, hf["rope_factor"].get<double>());
+  }
+  EXPECT_EQ(c.tie_word_embeddings, hf["tie_word_embeddings"].get<bool>());
+  EXPECT_EQ(c.qkv_bias, hf["q_bias"].get<bool>());
+  EXPECT_EQ(c.o_bias, hf["o_bias"].get<bool>());
+  EXPECT_EQ(c.mlp_bias, hf["mlp_bias"].get<bool>());
+  EXPECT_EQ(c.qk_norm, hf["qk_norm"].get<bool>());
+  EXPECT_EQ(c.bos_id, hf["bos_token_id"].get<int32_t>());
+  EXPECT_EQ(c.eos_ids, hf["eos_token_ids"].get<std::vector<int32_t>>());
+}
+
+TEST_P(TinyGguf, LogitsMatchTransformers) {
+  const Transformer model = load_tiny_gguf(GetParam());
+  const Reference r(GetParam() + ".ref.safetensors");
+  for (int i = 0; i < 3; ++i) {
+    const auto prompt = r.ids("prompt." + std::to_string(i));
+    expect_logits_near(prompt_logits(model, prompt), r.tensor("logits." + std::to_string(i)), kFp32Rel,
+                       GetParam() + ".gguf prompt " + std::to_string(i));
+  }
+}
+
+TEST_P(TinyGguf, GreedyGenerationMatchesTransformers) {
+  const Transformer model = load_tiny_gguf(GetParam());
+  const Reference r(GetParam() + ".ref.safetensors");
+  const auto expected = r.ids("gen.tokens");
+  const auto ours = greedy(model, r.ids("gen.prompt"), static_cast<int64_t>(expected.size()));
+  const double tie_gap = 2 * logit_bound(r.tensor("logits.2"), kFp32Rel);
+  expect_same_greedy(ours, expected, r.tensor("gen.gap"), tie_gap, GetParam() + ".gguf greedy");
+}
+
+TEST_P(TinyGguf, ParameterCountMatchesTransformers) {
+  const Transformer model = load_tiny_gguf(GetParam());
+  EXPECT_EQ(parameter_count(model.weights()), read_json(GetParam() + ".ref.json")["parameter_count"].get<int64_t>());
+}
+
+INSTANTIATE_TEST_SUITE_P(Golden, TinyGguf, ::testing::ValuesIn(kTinyModels),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace dms::test
