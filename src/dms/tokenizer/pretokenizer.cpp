@@ -131,7 +131,7 @@ void PreTokenizer::parse(const nlohmann::json& node, const std::string& where,
       parse(list[i], where, field + ".pretokenizers[" + std::to_string(i) + "]", out);
     }
   } else if (type == "Split") {
-    Step s{Kind::Split, nullptr, {}, {}, false, false, Prepend::Always};
+    Step s{.kind = Kind::Split};
     const auto& pattern = jsonf::require(node, "pattern", where, field);
     if (pattern.is_object() && pattern.contains("Regex") && pattern["Regex"].is_string()) {
       s.regex = std::make_shared<const Regex>(pattern["Regex"].get<std::string>(), where + ": " + field);
@@ -144,16 +144,16 @@ void PreTokenizer::parse(const nlohmann::json& node, const std::string& where,
     s.invert = jsonf::get_bool(node, "invert", false, where, field);
     out.push_back(std::move(s));
   } else if (type == "ByteLevel") {
-    Step s{Kind::ByteLevel, nullptr, {}, {}, false, false, Prepend::Always};
+    Step s{.kind = Kind::ByteLevel};
     s.flag = jsonf::get_bool(node, "add_prefix_space", true, where, field);
     if (jsonf::get_bool(node, "use_regex", true, where, field)) s.regex = gpt2_regex();
     out.push_back(std::move(s));
   } else if (type == "Digits") {
-    Step s{Kind::Digits, nullptr, {}, {}, false, false, Prepend::Always};
+    Step s{.kind = Kind::Digits};
     s.flag = jsonf::get_bool(node, "individual_digits", false, where, field);
     out.push_back(std::move(s));
   } else if (type == "Metaspace") {
-    Step s{Kind::Metaspace, nullptr, {}, {}, false, false, Prepend::Always};
+    Step s{.kind = Kind::Metaspace};
     s.literal = jsonf::get_string(node, "replacement", where, field);
     if (utf8::first_invalid(s.literal) != std::string::npos || s.literal.empty()) {
       fail(where, "field '" + field + ".replacement' must be one character");
@@ -183,28 +183,23 @@ PreTokenizer PreTokenizer::from_json(const nlohmann::json& node, const std::stri
 
 PreTokenizer PreTokenizer::byte_level_gpt2() {
   PreTokenizer p;
-  p.steps_.push_back({Kind::ByteLevel, gpt2_regex(), {}, {}, false, false, Prepend::Always});
+  p.steps_.push_back({.kind = Kind::ByteLevel, .regex = gpt2_regex()});
   return p;
 }
 
 PreTokenizer PreTokenizer::digits_then_byte_level() {
   PreTokenizer p;
-  p.steps_.push_back({Kind::Digits, nullptr, {}, {}, false, true, Prepend::Always});
-  p.steps_.push_back({Kind::ByteLevel, gpt2_regex(), {}, {}, false, false, Prepend::Always});
+  p.steps_.push_back({.kind = Kind::Digits, .flag = true});
+  p.steps_.push_back({.kind = Kind::ByteLevel, .regex = gpt2_regex()});
   return p;
 }
 
 PreTokenizer PreTokenizer::split_then_byte_level(const std::string& pattern) {
   PreTokenizer p;
-  p.steps_.push_back({Kind::Split, std::make_shared<const Regex>(pattern, "pre-tokenizer"), {},
-                      SplitBehavior::Isolated, false, false, Prepend::Always});
-  p.steps_.push_back({Kind::ByteLevel, nullptr, {}, {}, false, false, Prepend::Always});
-  return p;
-}
-
-PreTokenizer PreTokenizer::metaspace_always() {
-  PreTokenizer p;
-  p.steps_.push_back({Kind::Metaspace, nullptr, "\xE2\x96\x81", {}, false, false, Prepend::Always});
+  p.steps_.push_back({.kind = Kind::Split,
+                      .regex = std::make_shared<const Regex>(pattern, "pre-tokenizer"),
+                      .behavior = SplitBehavior::Isolated});
+  p.steps_.push_back({.kind = Kind::ByteLevel});
   return p;
 }
 

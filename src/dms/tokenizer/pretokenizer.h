@@ -28,7 +28,6 @@ class PreTokenizer {
   static PreTokenizer byte_level_gpt2();                       // ByteLevel(use_regex)
   static PreTokenizer digits_then_byte_level();                // Digits(individual) + ByteLevel(use_regex)
   static PreTokenizer split_then_byte_level(const std::string& pattern);  // Split(Isolated) + ByteLevel
-  static PreTokenizer metaspace_always();                      // Metaspace(prepend always)
 
   void apply(std::vector<PrePiece>& pieces) const;
   bool empty() const { return steps_.empty(); }
@@ -37,9 +36,9 @@ class PreTokenizer {
   enum class Kind { Split, ByteLevel, Digits, Metaspace };
   enum class Prepend { Always, First, Never };
   struct Step {
-    Kind kind;
-    std::shared_ptr<const Regex> regex;   // Split with a regex, ByteLevel with use_regex
-    std::string literal;                  // Split with a string pattern; Metaspace replacement
+    Kind kind = Kind::Split;
+    std::shared_ptr<const Regex> regex = nullptr;  // Split with a regex, ByteLevel with use_regex
+    std::string literal = {};                      // Split with a string pattern; Metaspace replacement
     SplitBehavior behavior = SplitBehavior::Isolated;
     bool invert = false;
     bool flag = false;                    // ByteLevel add_prefix_space, Digits individual, Metaspace split
