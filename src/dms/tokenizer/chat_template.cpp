@@ -127,8 +127,12 @@ ChatTemplate ChatTemplate::from_source(const std::string& src, const Tokenizer& 
     }
     return t;
   }
-  std::cerr << "warning: chat template not recognised (neither ChatML nor Llama 3); using a plain "
-               "\"role: content\" prompt\n";
+  if (src.empty()) {
+    std::cerr << "warning: the checkpoint has no chat template; using a plain \"role: content\" prompt\n";
+  } else {
+    std::cerr << "warning: chat template not recognised (neither ChatML nor Llama 3); using a plain "
+                 "\"role: content\" prompt\n";
+  }
   return t;
 }
 

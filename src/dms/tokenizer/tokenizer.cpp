@@ -118,12 +118,12 @@ std::string Tokenizer::piece_bytes(int32_t id, bool first) const {
 }
 
 StreamDecoder::StreamDecoder(const Tokenizer& tok, bool skip_special)
-    : tok_(&tok), skip_special_(skip_special), stream_(std::make_unique<DecodeStream>(tok.impl().decoder)) {}
+    : tok_(&tok), skip_special_(skip_special), stream_(std::make_unique<DecodeStream>(tok.impl_->decoder)) {}
 StreamDecoder::~StreamDecoder() = default;
 StreamDecoder::StreamDecoder(StreamDecoder&&) noexcept = default;
 
 std::string StreamDecoder::push(int32_t id) {
-  const auto& m = tok_->impl();
+  const auto& m = *tok_->impl_;
   check_id(m, id);
   if (skip_special_ && m.special[id]) return {};
   return stream_->push(m.tokens[id]);
@@ -131,7 +131,7 @@ std::string StreamDecoder::push(int32_t id) {
 
 std::string StreamDecoder::finish() {
   std::string out = stream_->finish();
-  stream_ = std::make_unique<DecodeStream>(tok_->impl().decoder);
+  stream_ = std::make_unique<DecodeStream>(tok_->impl_->decoder);
   return out;
 }
 

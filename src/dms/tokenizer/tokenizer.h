@@ -44,9 +44,9 @@ class Tokenizer {
   std::string piece_bytes(int32_t id, bool first) const;
 
   explicit Tokenizer(std::unique_ptr<TokenizerImpl> impl);
-  const TokenizerImpl& impl() const { return *impl_; }
 
  private:
+  friend class StreamDecoder;
   std::unique_ptr<TokenizerImpl> impl_;
 };
 
