@@ -49,6 +49,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 
 import gguf
 import numpy as np
@@ -519,7 +520,8 @@ def main():
     build_smollm2(tokens, merges, types, template, dirs["smollm2"])
     build_qwen2(tokens, merges, types, dirs["qwen2"])
     build_llama3(tokens, merges, types, dirs["llama3"])
-    sp = build_spm(rng, dirs["spm"], dirs["spm_legacy"], dirs["spm_metaspace"], out)
+    with tempfile.TemporaryDirectory() as work:
+        sp = build_spm(rng, dirs["spm"], dirs["spm_legacy"], dirs["spm_metaspace"], work)
 
     smollm_kv = byte_level_gguf_kv(tokens, merges, types, template)
     write_gguf(os.path.join(out, "smollm2.gguf"), smollm_kv)
