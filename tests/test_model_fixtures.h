@@ -17,6 +17,8 @@ namespace dms::test {
 
 // The tiny random-weight checkpoints, by the names the generator gives them.
 inline const std::vector<std::string> kTinyModels = {"llama_gqa", "llama_tied_bias", "qwen2", "qwen3"};
+// Each has reference logits for prompts of 1, 7, 33 and 300 tokens (prompt.I, logits.I).
+constexpr int kTinyPrompts = 4;
 
 // $DMS_FIXTURES/models/<rel>; throws Error saying how to make the fixtures when it is missing.
 std::string fixture_path(const std::string& rel);

@@ -55,7 +55,7 @@ TEST_P(TinyGguf, ConfigMatchesTransformers) {
 TEST_P(TinyGguf, LogitsMatchTransformers) {
   const Transformer model = load_tiny_gguf(GetParam());
   const Reference r(GetParam() + ".ref.safetensors");
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < kTinyPrompts; ++i) {
     const auto prompt = r.ids("prompt." + std::to_string(i));
     expect_logits_near(prompt_logits(model, prompt), r.tensor("logits." + std::to_string(i)), kFp32Rel,
                        GetParam() + ".gguf prompt " + std::to_string(i));

@@ -33,7 +33,8 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, Llama
 from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
 GEN_TOKENS = 32
-PROMPT_LENGTHS = (1, 7, 33)
+# The longest runs past the dense KV cache's first allocation (256 tokens) in the C++ tests.
+PROMPT_LENGTHS = (1, 7, 33, 300)
 GEN_PROMPT_LENGTH = 5
 # A generation prompt is accepted only when every greedy step's top-2 gap exceeds this, so the
 # C++ comparison is not decided by rounding (the fp32 logit tolerance there is far below it).
@@ -42,7 +43,7 @@ MIN_GEN_GAP = 1e-2
 
 def tiny_configs():
     """Name -> (config, seed, how the checkpoint is saved)."""
-    common = dict(vocab_size=320, hidden_size=64, num_hidden_layers=3, max_position_embeddings=256,
+    common = dict(vocab_size=320, hidden_size=64, num_hidden_layers=3, max_position_embeddings=512,
                   rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2)
     return {
         # GQA 4/2, untied head, Llama 3 rope scaling with the smoothing band inside head_dim 16.
