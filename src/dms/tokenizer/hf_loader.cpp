@@ -41,6 +41,7 @@ int32_t token_id_value(const json& v, const std::string& where, const std::strin
 std::unordered_map<std::string, int32_t> parse_vocab(const json& model, const std::string& where) {
   const auto& vocab = jsonf::require(model, "vocab", where, "model");
   if (!vocab.is_object()) fail(where, "field 'model.vocab' must be an object of token -> id");
+  if (vocab.empty()) fail(where, "field 'model.vocab' is empty");
   std::unordered_map<std::string, int32_t> out;
   std::unordered_map<int32_t, std::string> seen;
   out.reserve(vocab.size());

@@ -19,15 +19,20 @@ struct TokenizerImpl;
 class Tokenizer {
  public:
   // Reads <dir>/tokenizer.json and, if present, <dir>/tokenizer_config.json (add_bos_token,
-  // bos/eos tokens, chat_template). Throws Error naming the file and field at fault.
+  // bos/eos tokens, chat_template) and <dir>/chat_template.jinja (which takes precedence, as in
+  // transformers). Throws Error naming the file and field at fault, including for pipeline
+  // components this project does not implement.
   static std::shared_ptr<Tokenizer> from_hf_dir(const std::string& dir);
-  // Reads tokenizer.ggml.* and tokenizer.chat_template.
+  // Reads tokenizer.ggml.* and tokenizer.chat_template. tokenizer.ggml.pre picks the
+  // pre-tokenization of the Hugging Face tokenizer the file was converted from (default, gpt2,
+  // smollm, llama3/llama-bpe, qwen2); a llama-model file is the legacy Llama 2 pipeline.
   static std::shared_ptr<Tokenizer> from_gguf(const GgufFile& gguf);
   ~Tokenizer();
 
   // Special / added tokens written in `text` are recognised as such (as Hugging Face does).
-  // add_bos prepends BOS when the tokenizer has one.
+  // add_bos prepends BOS when the tokenizer has one. Throws Error for text that is not UTF-8.
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const;
+  // Throws Error for an id outside the vocabulary.
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
 
   int32_t vocab_size() const;
@@ -39,8 +44,9 @@ class Tokenizer {
   std::string token_text(int32_t id) const;                       // the vocab entry as stored
   const std::string& chat_template_source() const;                // "" when none
 
-  // Bytes that token `id` contributes to decoded text (used by StreamDecoder); `first` is true
-  // for the first token of the text (SentencePiece drops its leading space there).
+  // Bytes that token `id` contributes to decoded text on its own; `first` is true for the first
+  // token of the text (SentencePiece drops its leading space there). A byte-fallback token gives
+  // its one raw byte; StreamDecoder is the way to turn ids into text.
   std::string piece_bytes(int32_t id, bool first) const;
 
   explicit Tokenizer(std::unique_ptr<TokenizerImpl> impl);
