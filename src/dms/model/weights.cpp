@@ -32,6 +32,8 @@ class TensorSource {
   virtual const std::string& where() const = 0;
   // The file that holds tensor `name` (named when its shape or type is wrong).
   virtual const std::string& file_of(const std::string& name) const = 0;
+  // How errors name tensor `name`: as the file spells it.
+  virtual std::string label(const std::string& name) const { return "tensor '" + name + "'"; }
   virtual bool has(const std::string& name) const = 0;
   virtual std::vector<int64_t> shape(const std::string& name) const = 0;
   virtual at::Tensor get(const std::string& name, at::ScalarType dtype) const = 0;
@@ -77,6 +79,9 @@ class GgufSource : public TensorSource {
   GgufSource(std::shared_ptr<const GgufFile> g, const ModelConfig& c) : g_(std::move(g)), c_(c) {}
   const std::string& where() const override { return g_->path(); }
   const std::string& file_of(const std::string&) const override { return g_->path(); }
+  std::string label(const std::string& name) const override {
+    return "tensor '" + gguf_name(name) + "' (" + name + ")";
+  }
   bool has(const std::string& name) const override { return info(name) != nullptr; }
   std::vector<int64_t> shape(const std::string& name) const override { return info(name)->shape; }
   at::Tensor get(const std::string& name, at::ScalarType dtype) const override {
@@ -145,11 +150,10 @@ class GgufSource : public TensorSource {
 Weights load(const TensorSource& src, const ModelConfig& c, at::ScalarType dtype) {
   if (dtype != at::kFloat && dtype != at::kBFloat16) fail(src.where(), "compute dtype must be f32 or bf16");
   auto get = [&](const std::string& name, std::vector<int64_t> expect) {
-    if (!src.has(name)) fail(src.where(), "missing tensor '" + name + "'");
+    if (!src.has(name)) fail(src.where(), "missing " + src.label(name));
     auto got = src.shape(name);
     if (got != expect)
-      fail(src.file_of(name),
-           "tensor '" + name + "' has shape " + shape_str(got) + ", expected " + shape_str(expect));
+      fail(src.file_of(name), src.label(name) + " has shape " + shape_str(got) + ", expected " + shape_str(expect));
     return src.get(name, dtype);
   };
   const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
