@@ -3,7 +3,8 @@
 Tiny random-weight checkpoints are created with transformers (every weight randomized, norms
 and biases included) and run by transformers on CPU in fp32 with eager attention; the default
 GGUF model is read by transformers' own GGUF loader (dequantized to fp32) and run the same way.
-Also writes deliberately broken copies of a tiny checkpoint for the loaders' bad-input tests.
+Also writes deliberately broken copies of a tiny checkpoint (safetensors and GGUF) for the
+loaders' bad-input tests.
 
 Layout, for each tiny model NAME:
   NAME/                  the checkpoint (config.json, safetensors, generation_config.json)
@@ -14,7 +15,7 @@ Layout, for each tiny model NAME:
   NAME.gguf              the same weights converted to GGUF as llama.cpp would (same references)
 plus default_gguf.ref.safetensors / default_gguf.ref.json for $DMS_DEFAULT_MODEL (same keys,
 gen.I.* for each continuation), rope_variants/CASE/config.json with rope_variants.ref.json, and
-bad/CASE/ for the bad checkpoints.
+bad/CASE/ and bad/gguf_CASE.gguf for the bad checkpoints.
 
 Usage: make_model_fixtures.py <fixture_dir>
 """
@@ -325,54 +326,45 @@ def llama3_rope_factors(config, dim):
     return factors.float()
 
 
-def write_tiny_gguf(models_dir, name):
-    """NAME.gguf: the tiny checkpoint converted the way llama.cpp does (tensor names from
-    gguf-py's own map, Llama q/k interleaved, Llama 3 scaling as rope_freqs, 1-D tensors F32,
-    matrices in their stored dtype: F32, or BF16 for a bf16 checkpoint). The conversion is
-    checked by reading the file back with transformers' GGUF loader; the test reuses NAME's
-    logits as the reference."""
-    ckpt = os.path.join(models_dir, name)
+def gguf_conversion(ckpt):
+    """The checkpoint converted the way llama.cpp converts it: metadata under gguf-py's key
+    names, tensors under gguf-py's tensor names, Llama q/k interleaved, Llama 3 scaling as
+    rope_freqs. Returns (model, arch name, [(key, value, type)], {gguf name: tensor})."""
     model = AutoModelForCausalLM.from_pretrained(ckpt, dtype="auto")
     c = model.config
     head_dim = model.model.layers[0].self_attn.head_dim
     arch = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3}[c.model_type]
-    names = gguf.get_tensor_name_map(arch, c.num_hidden_layers)
-    path = os.path.join(models_dir, f"{name}.gguf")
-    w = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[arch])
-    w.add_block_count(c.num_hidden_layers)
-    w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size)
-    w.add_feed_forward_length(c.intermediate_size)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
-    w.add_key_length(head_dim)
-    w.add_value_length(head_dim)
-    w.add_rope_dimension_count(head_dim)
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    arch_name = gguf.MODEL_ARCH_NAMES[arch]
+    K, V = gguf.Keys, gguf.GGUFValueType
+    kv = [
+        (K.LLM.BLOCK_COUNT, c.num_hidden_layers, V.UINT32),
+        (K.LLM.CONTEXT_LENGTH, c.max_position_embeddings, V.UINT32),
+        (K.LLM.EMBEDDING_LENGTH, c.hidden_size, V.UINT32),
+        (K.LLM.FEED_FORWARD_LENGTH, c.intermediate_size, V.UINT32),
+        (K.Attention.HEAD_COUNT, c.num_attention_heads, V.UINT32),
+        (K.Attention.HEAD_COUNT_KV, c.num_key_value_heads, V.UINT32),
+        (K.Attention.KEY_LENGTH, head_dim, V.UINT32),
+        (K.Attention.VALUE_LENGTH, head_dim, V.UINT32),
+        (K.Rope.DIMENSION_COUNT, head_dim, V.UINT32),
+        (K.Attention.LAYERNORM_RMS_EPS, c.rms_norm_eps, V.FLOAT32),
+        (K.Rope.FREQ_BASE, c.rope_parameters["rope_theta"], V.FLOAT32),
+        (K.LLM.VOCAB_SIZE, c.vocab_size, V.UINT32),
+    ]
     if c.rope_parameters["rope_type"] == "linear":
-        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        w.add_rope_scaling_factor(c.rope_parameters["factor"])
-    w.add_vocab_size(c.vocab_size)
-    w.add_bos_token_id(c.bos_token_id)
-    w.add_eos_token_id(c.eos_token_id)
+        kv += [(K.Rope.SCALING_TYPE, gguf.RopeScalingType.LINEAR.value, V.STRING),
+               (K.Rope.SCALING_FACTOR, c.rope_parameters["factor"], V.FLOAT32)]
+    kv = [(key.format(arch=arch_name), value, vtype) for key, value, vtype in kv]
+    kv += [(K.Tokenizer.BOS_ID, c.bos_token_id, V.UINT32), (K.Tokenizer.EOS_ID, c.eos_token_id, V.UINT32)]
 
-    def add(gguf_name, t):
-        t = t.detach().contiguous()
-        if t.dtype == torch.bfloat16 and t.dim() > 1:
-            w.add_tensor(gguf_name, t.view(torch.uint8).numpy(), raw_dtype=gguf.GGMLQuantizationType.BF16)
-        else:
-            w.add_tensor(gguf_name, t.float().numpy())
-
+    tensors = {}
     if c.rope_parameters["rope_type"] == "llama3":
         factors = llama3_rope_factors(c, head_dim)
         plain = 1.0 / c.rope_parameters["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
         assert torch.allclose(plain / factors.double(), model.model.rotary_emb.inv_freq.double(), rtol=1e-6), \
             "rope_freqs do not reproduce transformers' Llama 3 frequencies"
-        add(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", factors)
-    state = model.state_dict()
-    expected = {}
-    for hf_name, t in state.items():
+        tensors[gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"] = factors
+    names = gguf.get_tensor_name_map(arch, c.num_hidden_layers)
+    for hf_name, t in model.state_dict().items():
         if hf_name == "lm_head.weight" and c.tie_word_embeddings:
             continue
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
@@ -381,17 +373,62 @@ def write_tiny_gguf(models_dir, name):
             t = llama_cpp_interleave(t, c.num_attention_heads)
         if c.model_type == "llama" and ".k_proj." in hf_name:
             t = llama_cpp_interleave(t, c.num_key_value_heads)
-        add(gguf_name, t)
-        expected[hf_name] = state[hf_name].float()
+        tensors[gguf_name] = t
+    return model, arch_name, kv, tensors
+
+
+def write_gguf(path, arch_name, kv, tensors):
+    """1-D tensors as F32 (as llama.cpp keeps norms and biases), matrices in their dtype: F32,
+    or BF16 for a bf16 checkpoint."""
+    w = gguf.GGUFWriter(path, arch_name)
+    for key, value, vtype in kv:
+        w.add_key_value(key, value, vtype)
+    for name, t in tensors.items():
+        t = t.detach().contiguous()
+        if t.dtype == torch.bfloat16 and t.dim() > 1:
+            w.add_tensor(name, t.view(torch.uint8).numpy(), raw_dtype=gguf.GGMLQuantizationType.BF16)
+        else:
+            w.add_tensor(name, t.float().numpy())
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
 
+
+def write_tiny_gguf(models_dir, name):
+    """NAME.gguf, checked by reading it back with transformers' GGUF loader (which undoes the
+    q/k interleave itself); the C++ test reuses NAME's logits as the reference."""
+    model, arch_name, kv, tensors = gguf_conversion(os.path.join(models_dir, name))
+    path = os.path.join(models_dir, f"{name}.gguf")
+    write_gguf(path, arch_name, kv, tensors)
     read_back = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
-    for hf_name, t in expected.items():
-        assert torch.equal(torch.as_tensor(read_back[hf_name]).float(), t), f"{name}.gguf: {hf_name} differs"
-    return path
+    for hf_name, t in model.state_dict().items():
+        if hf_name == "lm_head.weight" and model.config.tie_word_embeddings:
+            continue
+        assert torch.equal(torch.as_tensor(read_back[hf_name]).float(), t.float()), f"{name}.gguf: {hf_name} differs"
+
+
+def make_bad_ggufs(models_dir, good):
+    """Broken variants of a tiny Llama GGUF, one fault each (tests/test_model_bad_input.cpp
+    says what each error must name)."""
+    _, arch_name, kv, tensors = gguf_conversion(os.path.join(models_dir, good))
+    bad = os.path.join(models_dir, "bad")
+    os.makedirs(bad, exist_ok=True)
+
+    def without_key(key):
+        return [e for e in kv if e[0] != key]
+
+    renamed = [(k.replace(f"{arch_name}.", "gptneox."), v, t) for k, v, t in kv]
+    write_gguf(os.path.join(bad, "gguf_unsupported_arch.gguf"), "gptneox", renamed, tensors)
+    write_gguf(os.path.join(bad, "gguf_missing_key.gguf"), arch_name, without_key(f"{arch_name}.block_count"), tensors)
+    mistyped = without_key(f"{arch_name}.embedding_length") + [(f"{arch_name}.embedding_length", "64",
+                                                                gguf.GGUFValueType.STRING)]
+    write_gguf(os.path.join(bad, "gguf_wrong_type_key.gguf"), arch_name, mistyped, tensors)
+    write_gguf(os.path.join(bad, "gguf_missing_tensor.gguf"), arch_name, kv,
+               {k: v for k, v in tensors.items() if k != "blk.1.ffn_down.weight"})
+    reshaped = dict(tensors)
+    reshaped["blk.0.ffn_up.weight"] = tensors["blk.0.ffn_up.weight"].t()
+    write_gguf(os.path.join(bad, "gguf_wrong_shape.gguf"), arch_name, kv, reshaped)
 
 
 def gguf_metadata_facts(path):
@@ -492,6 +529,7 @@ def main():
         write_tiny_gguf(models_dir, name)
     make_rope_variants(models_dir, made["llama_gqa"])
     make_bad_checkpoints(models_dir, made["llama_tied_bias"], made["llama_gqa"])
+    make_bad_ggufs(models_dir, "llama_tied_bias")
     default_model = os.environ.get("DMS_DEFAULT_MODEL")
     if not default_model or not os.path.exists(default_model):
         sys.exit(f"DMS_DEFAULT_MODEL ({default_model!r}) is not a file; run scripts/fetch-default-model")
