@@ -26,8 +26,6 @@ std::string fixture_path(const std::string& rel) {
 
 Reference::Reference(const std::string& rel) : file_(SafetensorsFile::open(fixture_path(rel))) {}
 
-bool Reference::has(const std::string& name) const { return file_->tensors().count(name) != 0; }
-
 at::Tensor Reference::tensor(const std::string& name) const {
   auto it = file_->tensors().find(name);
   if (it == file_->tensors().end()) fail(file_->path(), "reference tensor '" + name + "' missing");

@@ -27,7 +27,6 @@ std::string fixture_path(const std::string& rel);
 class Reference {
  public:
   explicit Reference(const std::string& rel);
-  bool has(const std::string& name) const;
   at::Tensor tensor(const std::string& name) const;  // a copy; throws Error naming a missing tensor
   std::vector<int64_t> ids(const std::string& name) const;
 
