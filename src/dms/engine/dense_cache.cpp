@@ -35,7 +35,8 @@ void DenseKVCache::end_step() {
   step_ = 0;
 }
 
-at::Tensor DenseKVCache::attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+at::Tensor DenseKVCache::attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor&) {
   const int64_t T = q.size(0);
   k_[layer].narrow(1, length_, T).copy_(k.transpose(0, 1));
   v_[layer].narrow(1, length_, T).copy_(v.transpose(0, 1));

@@ -19,7 +19,9 @@ class DenseKVCache : public AttentionBackend {
   // Makes the step's keys permanent. Call after forward.
   void end_step();
 
-  at::Tensor attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override;
+  // Keeps every key: evict_logits are ignored.
+  at::Tensor attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                    const at::Tensor& evict_logits) override;
 
   int64_t length() const { return length_; }
   // Forgets every token from position `length` on (storage is kept for reuse).

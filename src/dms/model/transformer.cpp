@@ -70,7 +70,7 @@ at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& posi
     }
     q = rotate(q, cos, sin);
     k = rotate(k, cos, sin);
-    auto o = attn.attend(i, q, k, v).reshape({T, c.n_heads * D});
+    auto o = attn.attend(i, q, k, v, at::Tensor()).reshape({T, c.n_heads * D});
     x = x + at::linear(o, l.wo, l.bo);
 
     h = rms_norm(x, l.mlp_norm);
