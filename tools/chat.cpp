@@ -11,23 +11,31 @@ namespace dms::cli {
 int run_chat(int argc, char** argv) {
   Args args("chat", "[options]",
             "An interactive conversation: each line on standard input is a user turn, answered through the\n"
-            "model's chat template. '/reset' starts over, '/exit' or end of input ends. The KV cache is kept\n"
-            "between turns, so only new tokens are processed.");
+            "model's chat template. '/reset' starts over, '/exit' or end of input ends. The conversation\n"
+            "stays in the KV cache between turns, so each turn processes only its new tokens.");
   add_model_options(args);
   add_generation_options(args);
-  args.option("system", "TEXT", "system message (the template's default when absent)").flag("stats", "print speed after each reply");
+  add_cache_options(args);
+  args.option("system", "TEXT", "system message (the template's default when absent)")
+      .flag("stats", "print speed and KV cache size after each reply");
   if (!args.parse(argc, argv)) return 0;
 
   Model model = load_model_from_args(args);
   GenerationParams params = generation_params_from_args(args, model);
   for (const auto& s : model.chat_template.stop_strings()) params.stop_strings.push_back(s);
+  params.keep_cache = true;
+  auto cache = make_cache_from_args(args, model, 1, model.info.config.max_position);
+  Engine engine(model, *cache);
+
   std::vector<ChatMessage> messages;
+  int64_t previous = -1;  // the last turn's request, whose cache holds the conversation
   auto start = [&] {
     messages.clear();
     if (args.has("system")) messages.push_back({"system", args.str("system")});
+    if (previous >= 0) engine.release(previous);
+    previous = -1;
   };
   start();
-  Session session(model, model.transformer->dtype());
   const bool interactive = isatty(STDIN_FILENO);
   std::string line;
   while (true) {
@@ -40,16 +48,21 @@ int run_chat(int argc, char** argv) {
     if (line.empty()) continue;
     messages.push_back({"user", line});
     auto ids = model.tokenizer->encode(model.chat_template.render(messages, true), false);
-    GenerationResult r = generate(session, ids, params, [](const std::string& text) {
+    const int64_t id = engine.submit(ids, params, [](int64_t, const std::string& text) {
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
-    });
+    }, previous);
+    engine.run();
+    previous = id;
+    const GenerationResult& r = engine.result(id);
     std::fputc('\n', stdout);
     messages.push_back({"assistant", r.text});
     ++params.sampling.seed;  // a fresh draw each turn, still reproducible from the first seed
     if (args.has("stats"))
-      std::fprintf(stderr, "[prompt: %s | generation: %s | stopped: %s]\n", rate(r.prompt_tokens, r.prompt_seconds).c_str(),
-                   rate(static_cast<int64_t>(r.tokens.size()), r.generation_seconds).c_str(), r.stop_reason.c_str());
+      std::fprintf(stderr, "[prompt: %s | generation: %s | stopped: %s | KV %s, compression %.2f]\n",
+                   rate(r.prompt_tokens, r.prompt_seconds).c_str(),
+                   rate(static_cast<int64_t>(r.tokens.size()), r.generation_seconds).c_str(), r.stop_reason.c_str(),
+                   human_bytes(static_cast<double>(r.cache.bytes_held)).c_str(), r.cache.compression_ratio);
   }
   return 0;
 }

@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <cmath>
 #include <cstdio>
 #include <random>
 #include <thread>
@@ -10,8 +11,14 @@ namespace dms::cli {
 
 void add_model_options(Args& args) {
   args.option("model", "PATH", "Hugging Face checkpoint directory or GGUF file", "the default model, SmolLM2-135M-Instruct")
-      .option("dtype", "f32|bf16", "compute and KV cache dtype", "f32")
-      .option("threads", "N", "CPU threads", "all cores");
+      .option("dtype", "f32|bf16", "compute dtype", "f32")
+      .option("threads", "N", "CPU threads", "all cores")
+      .option("dms-adapter", "PATH", "apply a DMS decision-head adapter (safetensors) to the model")
+      .option("dms-window", "W", "DMS: a flagged key stays visible to W more queries", "the checkpoint's")
+      .option("dms-scale", "S", "DMS: decision logit scale", "the checkpoint's")
+      .option("dms-offset", "O", "DMS: decision logit offset", "the checkpoint's")
+      .option("dms-alpha-per", "head|layer", "DMS: one decision per KV head or per layer", "the checkpoint's")
+      .flag("no-eviction", "DMS: run the decision heads but keep every key");
 }
 
 void add_generation_options(Args& args) {
@@ -25,6 +32,28 @@ void add_generation_options(Args& args) {
       .flag("ignore-eos", "keep generating past the model's end-of-sequence tokens");
 }
 
+void add_cache_options(Args& args) {
+  args.option("policy", "NAME", "KV eviction: dms, dense, streaming, h2o, tova", "dms for DMS models, else dense")
+      .option("kv-dtype", "f32|bf16|f16", "KV cache storage", "bf16")
+      .option("kv-memory", "BYTES", "KV cache size, e.g. 2GiB", "enough for every sequence kept dense")
+      .option("block-size", "N", "key slots per cache block", std::to_string(kDefaultBlockSize))
+      .option("target-cr", "R", "streaming/h2o/tova: keep 1/R of the tokens seen (at least 64)")
+      .option("budget", "N", "streaming/h2o/tova: keep N tokens per head")
+      .option("sinks", "N", "streaming: first tokens kept forever", "4")
+      .option("force-evict", "F", "dms: flag each key with probability F instead of the model's decisions");
+}
+
+namespace {
+
+at::ScalarType parse_dtype(const std::string& text, const std::string& option, bool allow_f16) {
+  if (text == "f32") return at::kFloat;
+  if (text == "bf16") return at::kBFloat16;
+  if (allow_f16 && text == "f16") return at::kHalf;
+  throw UsageError("--" + option + ": expected f32, bf16" + (allow_f16 ? ", f16" : "") + ", got '" + text + "'");
+}
+
+}  // namespace
+
 Model load_model_from_args(const Args& args) {
   if (args.has("threads")) {
     const int64_t n = args.integer("threads");
@@ -33,13 +62,20 @@ Model load_model_from_args(const Args& args) {
   } else {
     at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   }
-  const std::string dtype = args.str("dtype");
-  at::ScalarType st;
-  if (dtype == "f32") st = at::kFloat;
-  else if (dtype == "bf16") st = at::kBFloat16;
-  else throw UsageError("--dtype: expected f32 or bf16, got '" + dtype + "'");
+  const at::ScalarType dtype = parse_dtype(args.str("dtype"), "dtype", false);
+  DmsLoadOptions dms;
+  if (args.has("dms-adapter")) dms.adapter_path = args.str("dms-adapter");
+  if (args.has("dms-window")) dms.overrides.window = args.integer("dms-window");
+  if (args.has("dms-scale")) dms.overrides.alpha_scale = args.number("dms-scale");
+  if (args.has("dms-offset")) dms.overrides.alpha_offset = args.number("dms-offset");
+  if (args.has("dms-alpha-per")) {
+    const std::string per = args.str("dms-alpha-per");
+    if (per != "head" && per != "layer") throw UsageError("--dms-alpha-per: expected head or layer, got '" + per + "'");
+    dms.overrides.per_layer = per == "layer";
+  }
+  if (args.has("no-eviction")) dms.overrides.eviction_disabled = true;
   const std::string path = args.has("model") ? args.str("model") : default_model_path();
-  return load_model(path, st);
+  return load_model(path, dtype, dms);
 }
 
 GenerationParams generation_params_from_args(const Args& args, const Model& model) {
@@ -67,11 +103,110 @@ GenerationParams generation_params_from_args(const Args& args, const Model& mode
   return p;
 }
 
+namespace {
+
+std::string policy_name(const Args& args, const Model& model) {
+  if (args.has("policy")) return args.str("policy");
+  return model.info.config.dms.decides() ? "dms" : "dense";
+}
+
+}  // namespace
+
+std::unique_ptr<PagedKVCache> make_cache_from_args(const Args& args, const Model& model, int64_t sequences,
+                                                   int64_t tokens) {
+  const ModelConfig& c = model.info.config;
+  const std::string name = policy_name(args, model);
+  PolicyOptions po;
+  po.dms.window = c.dms.window;
+  if (args.has("force-evict")) {
+    if (name != "dms") throw UsageError("--force-evict: only meaningful with --policy dms");
+    po.dms.forced_fraction = args.number("force-evict");
+    if (!(po.dms.forced_fraction >= 0 && po.dms.forced_fraction <= 1)) throw UsageError("--force-evict: must be in [0, 1]");
+  } else if (name == "dms" && !c.dms.decides()) {
+    throw UsageError("--policy dms: " + model.info.path +
+                     " has no DMS decision heads (pass --dms-adapter, or --force-evict F to flag keys at random)");
+  }
+  const bool budgeted = name == "streaming" || name == "h2o" || name == "tova";
+  if ((args.has("target-cr") || args.has("budget")) && !budgeted)
+    throw UsageError("--target-cr/--budget: only meaningful with --policy streaming, h2o or tova");
+  if (budgeted) {
+    if (args.has("target-cr") == args.has("budget"))
+      throw UsageError("--policy " + name + ": give exactly one of --target-cr R or --budget N");
+    if (args.has("target-cr")) po.budget.compression_ratio = args.number("target-cr");
+    else po.budget.tokens = args.integer("budget");
+  }
+  po.sinks = args.integer("sinks");
+  std::unique_ptr<EvictionPolicy> policy;
+  try {
+    policy = make_policy(name, po);
+  } catch (const Error& e) {
+    throw UsageError(std::string("--policy: ") + e.what());
+  }
+
+  PagedCacheOptions co;
+  co.kv_dtype = parse_dtype(args.str("kv-dtype"), "kv-dtype", true);
+  co.block_size = args.integer("block-size");
+  if (co.block_size < 1) throw UsageError("--block-size: must be at least 1");
+  int64_t bytes;
+  if (args.has("kv-memory")) {
+    bytes = parse_bytes(args.str("kv-memory"), "kv-memory");
+  } else {
+    // Every sequence at full length plus a partly filled block per head: no preemption even if
+    // nothing is evicted. Only the pages that are written get memory.
+    const int64_t per_token = c.kv_bytes_per_token(static_cast<int64_t>(at::elementSize(co.kv_dtype)));
+    bytes = sequences * (tokens + co.block_size) * per_token;
+  }
+  co.blocks_per_layer = PagedKVCache::blocks_per_layer_for(c, co.kv_dtype, co.block_size, bytes);
+  if (co.blocks_per_layer < 1) throw UsageError("--kv-memory: " + human_bytes(static_cast<double>(bytes)) + " holds no block");
+  return std::make_unique<PagedKVCache>(c, co, std::move(policy));
+}
+
+std::string describe_policy(const Args& args, const Model& model) {
+  const std::string name = policy_name(args, model);
+  std::string out = name;
+  if (name == "dms") {
+    out += ", window " + std::to_string(model.info.config.dms.window);
+    if (args.has("force-evict")) out += ", forced eviction " + args.str("force-evict");
+  }
+  if (args.has("target-cr")) out += ", target " + args.str("target-cr") + "x";
+  if (args.has("budget")) out += ", budget " + args.str("budget") + " tokens";
+  return out + ", KV " + args.str("kv-dtype");
+}
+
 std::string rate(int64_t tokens, double seconds) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "%lld tokens in %.2f s (%.1f tok/s)", static_cast<long long>(tokens), seconds,
                 seconds > 0 ? tokens / seconds : 0.0);
   return buf;
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) b /= 1024, ++u;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", b, units[u]);
+  return buf;
+}
+
+int64_t parse_bytes(const std::string& text, const std::string& option) {
+  static const std::pair<const char*, double> units[] = {{"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0},
+                                                         {"KB", 1e3},     {"MB", 1e6},         {"GB", 1e9}, {"B", 1}};
+  double scale = 1;
+  std::string number = text;
+  for (auto [suffix, s] : units) {
+    const std::string suf = suffix;
+    if (number.size() > suf.size() && number.ends_with(suf)) {
+      number.resize(number.size() - suf.size());
+      scale = s;
+      break;
+    }
+  }
+  char* end = nullptr;
+  const double v = std::strtod(number.c_str(), &end);
+  if (number.empty() || *end != '\0' || !(v > 0) || !std::isfinite(v))
+    throw UsageError("--" + option + ": expected a size such as 512MiB or 2GiB, got '" + text + "'");
+  return static_cast<int64_t>(v * scale);
 }
 
 }  // namespace dms::cli

@@ -1,24 +1,40 @@
 // Options shared by the subcommands that run a model, and the code that applies them.
 #pragma once
+#include <memory>
 #include <string>
 
 #include "args.h"
-#include "dms/engine/generator.h"
+#include "dms/cache/paged_kv_cache.h"
+#include "dms/engine/engine.h"
 #include "dms/model/loader.h"
 
 namespace dms::cli {
 
-// --model, --dtype, --threads
+// --model, --dtype, --threads, --dms-adapter, --dms-window, --dms-scale, --dms-offset, --dms-alpha-per,
+// --no-eviction
 void add_model_options(Args& args);
 // --max-tokens, --temperature, --top-k, --top-p, --min-p, --seed, --stop, --ignore-eos
 void add_generation_options(Args& args);
+// --policy, --kv-dtype, --kv-memory, --block-size, --target-cr, --budget, --sinks, --force-evict
+void add_cache_options(Args& args);
 
-// Sets the thread count and loads the model named by --model (or the default one).
+// Sets the thread count and loads the model named by --model (or the default one), with its
+// DMS adapter and overrides.
 Model load_model_from_args(const Args& args);
 // Generation settings from the options; the model's EOS ids stop generation unless --ignore-eos.
 GenerationParams generation_params_from_args(const Args& args, const Model& model);
+// A paged cache with the policy the options name, its pools sized by --kv-memory or, by default,
+// for `sequences` dense sequences of `tokens` tokens each.
+std::unique_ptr<PagedKVCache> make_cache_from_args(const Args& args, const Model& model, int64_t sequences,
+                                                   int64_t tokens);
+// "dms, window 512" / "h2o, budget 8x" ...: what the cache does, for reports.
+std::string describe_policy(const Args& args, const Model& model);
 
 // "12 tokens in 0.05 s (240.0 tok/s)"
 std::string rate(int64_t tokens, double seconds);
+// "12.3 MiB"
+std::string human_bytes(double bytes);
+// Parses "2GiB", "512MiB", "1e9": throws UsageError naming `option`.
+int64_t parse_bytes(const std::string& text, const std::string& option);
 
 }  // namespace dms::cli

@@ -2,22 +2,11 @@
 #include <nlohmann/json.hpp>
 
 #include "args.h"
+#include "common.h"
 #include "commands.h"
 #include "dms/model/loader.h"
 
 namespace dms::cli {
-namespace {
-
-std::string human_bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) b /= 1024, ++u;
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", b, units[u]);
-  return buf;
-}
-
-}  // namespace
 
 int run_info(int argc, char** argv) {
   Args args("info", "[options] [MODEL]",
@@ -49,6 +38,7 @@ int run_info(int argc, char** argv) {
       {"rope_theta", c.rope.theta},
       {"rope_scaling", c.rope.type},
       {"tied_embeddings", c.tie_word_embeddings},
+      {"dms", c.dms.mode == DmsMode::Off ? nlohmann::json(nullptr) : c.dms.to_json()},
       {"kv_bytes_per_token", {{"f32", c.kv_bytes_per_token(4)}, {"bf16", c.kv_bytes_per_token(2)}}},
   };
   if (args.has("json")) {
@@ -74,6 +64,13 @@ int run_info(int argc, char** argv) {
   std::snprintf(rope, sizeof rope, "theta %g, scaling %s", c.rope.theta, c.rope.type.c_str());
   row("rope", rope);
   row("tied embeddings", c.tie_word_embeddings ? "yes" : "no");
+  if (c.dms.mode != DmsMode::Off) {
+    char dms[160];
+    std::snprintf(dms, sizeof dms, "%s, window %lld, scale %g, offset %g, per %s%s", dms_mode_name(c.dms.mode).c_str(),
+                  static_cast<long long>(c.dms.window), c.dms.alpha_scale, c.dms.alpha_offset,
+                  c.dms.per_layer ? "layer" : "head", c.dms.eviction_disabled ? ", eviction disabled" : "");
+    row("DMS decision heads", dms);
+  }
   row("KV bytes / token", std::to_string(c.kv_bytes_per_token(4)) + " (f32), " + std::to_string(c.kv_bytes_per_token(2)) +
                               " (bf16); " + human_bytes(static_cast<double>(c.kv_bytes_per_token(2) * c.max_position)) +
                               " bf16 at full context");

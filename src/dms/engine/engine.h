@@ -1,0 +1,107 @@
+// Batched generation: many sequences decoded together, one forward per step over the paged
+// KV cache. Sequences join whenever the cache has room and leave as soon as they finish
+// (continuous batching); a step holds one token of every decoding sequence plus prefill
+// chunks of new ones, up to a token budget.
+//
+//   PagedKVCache cache(model.info.config, options, make_policy("dms", policy_options));
+//   Engine engine(model, cache);
+//   int64_t a = engine.submit(prompt_ids, params, on_text);
+//   engine.run();                        // or step() in a loop while !engine.idle()
+//   const GenerationResult& r = engine.result(a);
+#pragma once
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dms/cache/paged_kv_cache.h"
+#include "dms/engine/sampler.h"
+#include "dms/engine/stop_strings.h"
+#include "dms/model/loader.h"
+
+namespace dms {
+
+struct GenerationParams {
+  int64_t max_tokens = 256;
+  SamplingParams sampling;
+  std::vector<int32_t> stop_ids;          // e.g. the checkpoint's EOS ids
+  std::vector<std::string> stop_strings;  // matched on the decoded text
+  bool keep_cache = false;                // keep the sequence's keys after it finishes (chat)
+  bool record_kept = false;               // note which positions each head kept (kv maps)
+};
+
+struct GenerationResult {
+  bool finished = false;
+  std::vector<int32_t> tokens;  // generated ids, stop token included
+  std::string text;             // decoded, special tokens and the stop string removed
+  std::string stop_reason;      // "stop token", "stop string", "max tokens", "context length", "kv cache full"
+  int64_t prompt_tokens = 0;    // tokens prefilled for this request (a reused prefix excluded)
+  double prompt_seconds = 0;    // from the first prefill step to the first sampled token
+  double generation_seconds = 0;
+  SequenceStats cache;          // the sequence's cache when it finished
+  // With record_kept: positions each (layer, KV head) still held at the end, [layer * n_kv + head].
+  std::vector<std::vector<int32_t>> kept_positions;
+};
+
+struct EngineOptions {
+  int64_t max_step_tokens = 512;  // tokens per forward: bounds prefill chunks and activations
+  int64_t max_running = 64;       // sequences holding cache at once
+};
+
+// Totals over the engine's life, for the end-of-run report.
+struct EngineStats {
+  int64_t steps = 0;
+  int64_t tokens_run = 0;          // through the forward: prefill chunks and decoded tokens
+  int64_t generated_tokens = 0;
+  int64_t preemptions = 0;
+  double seconds = 0;              // inside step()
+  int64_t peak_bytes_held = 0;     // K and V the cache held, at its largest after a step
+  int64_t peak_dense_bytes = 0;    // what a dense cache would have held for the same sequences
+};
+
+class Engine {
+ public:
+  using TextCallback = std::function<void(int64_t request, const std::string& text)>;
+
+  Engine(const Model& model, PagedKVCache& cache, EngineOptions options = {});
+  ~Engine();
+
+  // Queues `prompt` (the whole token history). With `continue_from`, a finished request whose
+  // cache was kept: when its history is a prefix of `prompt` only the rest is prefilled,
+  // otherwise it starts over. Returns the request id.
+  int64_t submit(std::vector<int32_t> prompt, GenerationParams params, TextCallback on_text = {},
+                 int64_t continue_from = -1);
+  bool idle() const;
+  // One forward over the scheduled sequences; samples a token for each that is due one.
+  void step();
+  void run();
+
+  const GenerationResult& result(int64_t request) const;
+  // Gives a finished request's kept cache back.
+  void release(int64_t request);
+  const EngineStats& stats() const { return stats_; }
+  const PagedKVCache& cache() const { return cache_; }
+
+ private:
+  struct Request;
+  using Clock = std::chrono::steady_clock;
+
+  Request& get(int64_t id) const;
+  std::vector<Request*> schedule(std::vector<StepSequence>& step, std::vector<int32_t>& ids);
+  void preempt(Request& r);
+  void sample(Request& r, const at::Tensor& logits);
+  void finish(Request& r, const std::string& reason);
+
+  const Model& model_;
+  PagedKVCache& cache_;
+  EngineOptions options_;
+  std::vector<std::unique_ptr<Request>> requests_;  // indexed by id
+  std::vector<Request*> waiting_;                   // not yet in the cache, in arrival order
+  std::vector<Request*> running_;                   // in the cache, in admission order
+  EngineStats stats_;
+};
+
+}  // namespace dms
