@@ -1,0 +1,437 @@
+#include "dms/kernels/cpu/paged_attention.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <string>
+
+#include "dms/kernels/cpu/vector_math.h"
+#include "dms/util/error.h"
+
+namespace dms::cpu {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// The step's own keys are read in tiles of this many rows (the cached ones block by block).
+constexpr int64_t kStepTile = 32;
+// Items with at least this many queries (prefill chunks) gather their keys and use BLAS:
+// below it the matrices are too thin for BLAS to beat the tiled loop.
+constexpr int64_t kBlasMinQueries = 16;
+// Queries per BLAS product: bounds the score matrix at kBlasQueryTile * G * keys floats.
+constexpr int64_t kBlasQueryTile = 64;
+// An item is split over threads only in pieces of at least this many tiles, so that merging
+// the pieces stays negligible next to reading them.
+constexpr int64_t kSplitMinTiles = 8;
+
+struct Shape {
+  int64_t n_heads, n_kv, group, dim, block_size;
+  float scale;
+};
+
+// Online-softmax state of one piece of an item: rows r = t * group + h.
+struct Partial {
+  std::vector<float> max, sum, acc;  // [R], [R], [R * dim]
+  void reset(int64_t rows, int64_t dim) {
+    max.assign(rows, kNegInf);
+    sum.assign(rows, 0.0f);
+    acc.assign(rows * dim, 0.0f);
+  }
+};
+
+// A run of keys as fp32 rows, with what decides who sees them.
+struct TileView {
+  const float* k;
+  const float* v;
+  int64_t stride;      // floats between rows of k and v
+  int64_t n;
+  const int32_t* pos;
+  const int32_t* evict_at;
+  int64_t first_query;  // queries before this one see none of the tile (its keys come later)
+  bool all_visible;     // every query from first_query on sees every key
+  int64_t mass_index;   // index of key 0 in the item's mass arrays
+};
+
+// Per-thread buffers for converting a tile to fp32 and for its scores.
+struct Scratch {
+  std::vector<float> k, v, scores;
+  std::vector<int32_t> pos, evict_at;
+  std::vector<uint8_t> visible;
+  void reserve(int64_t rows, int64_t dim) {
+    k.resize(rows * dim);
+    v.resize(rows * dim);
+    scores.resize(rows);
+    pos.resize(rows);
+    evict_at.resize(rows);
+    visible.resize(rows);
+  }
+};
+
+inline void to_float(const float* src, float* dst, int64_t n) { std::copy(src, src + n, dst); }
+inline void to_float(const c10::BFloat16* src, float* dst, int64_t n) {
+  const auto* bits = reinterpret_cast<const uint16_t*>(src);
+  for (int64_t i = 0; i < n; ++i) dst[i] = std::bit_cast<float>(static_cast<uint32_t>(bits[i]) << 16);
+}
+inline void to_float(const c10::Half* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+}
+
+// Copies `n` rows of `dim` values (`stride` apart) to a dense fp32 buffer.
+template <typename E>
+void rows_to_float(const E* src, int64_t stride, int64_t n, int64_t dim, float* dst) {
+  for (int64_t j = 0; j < n; ++j) to_float(src + j * stride, dst + j * dim, dim);
+}
+
+template <typename E>
+class Kernel {
+ public:
+  Kernel(const Shape& s, const at::Tensor& q, const at::Tensor& pool_k, const at::Tensor& pool_v,
+         const at::Tensor& step_k, const at::Tensor& step_v)
+      : s_(s),
+        q_(q.data_ptr<float>()),
+        pool_k_(static_cast<const E*>(pool_k.data_ptr())),
+        pool_v_(static_cast<const E*>(pool_v.data_ptr())),
+        step_k_(static_cast<const E*>(step_k.data_ptr())),
+        step_v_(static_cast<const E*>(step_v.data_ptr())) {}
+
+  int64_t cached_tiles(const AttentionItem& it) const { return (it.n_cached + s_.block_size - 1) / s_.block_size; }
+  int64_t tiles(const AttentionItem& it) const { return cached_tiles(it) + (it.n_queries + kStepTile - 1) / kStepTile; }
+  int64_t scratch_rows() const { return std::max(s_.block_size, kStepTile); }
+
+  TileView tile(const AttentionItem& it, int64_t index, Scratch& sc) const {
+    const int64_t D = s_.dim, n_cached_tiles = cached_tiles(it);
+    const int32_t last_query_pos = static_cast<int32_t>(it.first_pos + it.n_queries - 1);
+    TileView t{};
+    const E *k, *v;
+    int64_t stride;
+    if (index < n_cached_tiles) {
+      const int64_t first = index * s_.block_size;
+      t.n = std::min(s_.block_size, it.n_cached - first);
+      const int64_t row = static_cast<int64_t>(it.blocks[index]) * s_.block_size;
+      k = pool_k_ + row * D;
+      v = pool_v_ + row * D;
+      stride = D;
+      t.pos = it.pos + first;
+      t.evict_at = it.evict_at + first;
+      if (it.patched_slot >= first && it.patched_slot < first + t.n) {
+        std::copy(t.evict_at, t.evict_at + t.n, sc.evict_at.begin());
+        sc.evict_at[it.patched_slot - first] = it.patched_evict_at;
+        t.evict_at = sc.evict_at.data();
+      }
+      t.first_query = 0;
+      t.mass_index = first;
+    } else {
+      const int64_t first = (index - n_cached_tiles) * kStepTile;
+      t.n = std::min(kStepTile, it.n_queries - first);
+      k = step_k_ + ((it.row0 + first) * s_.n_kv + it.kv_head) * D;
+      v = step_v_ + ((it.row0 + first) * s_.n_kv + it.kv_head) * D;
+      stride = s_.n_kv * D;
+      for (int64_t j = 0; j < t.n; ++j) {
+        sc.pos[j] = static_cast<int32_t>(it.first_pos + first + j);
+        sc.evict_at[j] = it.step_evict_at ? it.step_evict_at[first + j] : kNever;
+      }
+      t.pos = sc.pos.data();
+      t.evict_at = sc.evict_at.data();
+      t.first_query = first;
+      t.mass_index = it.n_cached + first;
+    }
+    // Keys of one tile are in position order only for step tiles, so test every key.
+    t.all_visible = true;
+    for (int64_t j = 0; j < t.n && t.all_visible; ++j)
+      t.all_visible = t.evict_at[j] > last_query_pos && t.pos[j] <= it.first_pos + t.first_query;
+    if constexpr (std::is_same_v<E, float>) {
+      t.k = k;
+      t.v = v;
+      t.stride = stride;
+    } else {
+      rows_to_float(k, stride, t.n, D, sc.k.data());
+      rows_to_float(v, stride, t.n, D, sc.v.data());
+      t.k = sc.k.data();
+      t.v = sc.v.data();
+      t.stride = D;
+    }
+    return t;
+  }
+
+  // Which keys of `t` query t_q sees; false when none.
+  static bool visibility(const TileView& t, int64_t query_pos, Scratch& sc) {
+    bool any = false;
+    for (int64_t j = 0; j < t.n; ++j) {
+      sc.visible[j] = t.pos[j] <= query_pos && query_pos < t.evict_at[j];
+      any |= sc.visible[j] != 0;
+    }
+    return any;
+  }
+
+  const float* query(const AttentionItem& it, int64_t t, int64_t h) const {
+    return q_ + ((it.row0 + t) * s_.n_heads + it.kv_head * s_.group + h) * s_.dim;
+  }
+
+  // Folds tiles [begin, end) of `it` into `p`.
+  void accumulate(const AttentionItem& it, int64_t begin, int64_t end, Partial& p, Scratch& sc) const {
+    const int64_t D = s_.dim, G = s_.group;
+    for (int64_t index = begin; index < end; ++index) {
+      const TileView t = tile(it, index, sc);
+      for (int64_t q = t.first_query; q < it.n_queries; ++q) {
+        if (!t.all_visible && !visibility(t, it.first_pos + q, sc)) continue;
+        for (int64_t h = 0; h < G; ++h) {
+          const int64_t r = q * G + h;
+          const float* qv = query(it, q, h);
+          float tile_max = kNegInf;
+          for (int64_t j = 0; j < t.n; ++j) {
+            const bool seen = t.all_visible || sc.visible[j];
+            sc.scores[j] = seen ? dot(qv, t.k + j * t.stride, D) * s_.scale : kNegInf;
+            tile_max = std::max(tile_max, sc.scores[j]);
+          }
+          const float new_max = std::max(p.max[r], tile_max);
+          float* acc = p.acc.data() + r * D;
+          if (new_max > p.max[r]) {
+            const float rescale = std::exp(p.max[r] - new_max);
+            p.sum[r] *= rescale;
+            scale_in_place(acc, rescale, D);
+            p.max[r] = new_max;
+          }
+          for (int64_t j = 0; j < t.n; ++j) {
+            if (sc.scores[j] == kNegInf) continue;
+            const float w = std::exp(sc.scores[j] - new_max);
+            p.sum[r] += w;
+            axpy(acc, w, t.v + j * t.stride, D);
+          }
+        }
+      }
+    }
+  }
+
+  // Adds the final weights (row maxima `max`, normalisers `sum`) of tiles [begin, end).
+  void add_mass(const AttentionItem& it, int64_t begin, int64_t end, const float* max, const float* sum,
+                Scratch& sc) const {
+    const int64_t D = s_.dim, G = s_.group;
+    for (int64_t index = begin; index < end; ++index) {
+      const TileView t = tile(it, index, sc);
+      for (int64_t q = t.first_query; q < it.n_queries; ++q) {
+        if (!t.all_visible && !visibility(t, it.first_pos + q, sc)) continue;
+        for (int64_t h = 0; h < G; ++h) {
+          const int64_t r = q * G + h;
+          const float* qv = query(it, q, h);
+          for (int64_t j = 0; j < t.n; ++j) {
+            if (!t.all_visible && !sc.visible[j]) continue;
+            const float w = std::exp(dot(qv, t.k + j * t.stride, D) * s_.scale - max[r]) / sum[r];
+            if (it.mass_sum) it.mass_sum[t.mass_index + j] += w;
+            if (it.mass_last && q == it.n_queries - 1) it.mass_last[t.mass_index + j] += w;
+          }
+        }
+      }
+    }
+  }
+
+  // The whole item with matrix products over a temporary fp32 copy of its keys.
+  void blas(const AttentionItem& it, float* out, Scratch& sc) const {
+    const int64_t D = s_.dim, G = s_.group, n_keys = it.n_cached + it.n_queries;
+    auto keys = at::empty({n_keys, D}, at::kFloat), values = at::empty({n_keys, D}, at::kFloat);
+    std::vector<int32_t> pos(n_keys), evict_at(n_keys);
+    float *kd = keys.data_ptr<float>(), *vd = values.data_ptr<float>();
+    const int64_t n_tiles = tiles(it);
+    for (int64_t index = 0; index < n_tiles; ++index) {
+      const TileView t = tile(it, index, sc);
+      for (int64_t j = 0; j < t.n; ++j) {
+        std::copy(t.k + j * t.stride, t.k + j * t.stride + D, kd + (t.mass_index + j) * D);
+        std::copy(t.v + j * t.stride, t.v + j * t.stride + D, vd + (t.mass_index + j) * D);
+        pos[t.mass_index + j] = t.pos[j];
+        evict_at[t.mass_index + j] = t.evict_at[j];
+      }
+    }
+    for (int64_t q0 = 0; q0 < it.n_queries; q0 += kBlasQueryTile) {
+      const int64_t nq = std::min(kBlasQueryTile, it.n_queries - q0);
+      const int64_t visible_keys = it.n_cached + q0 + nq;  // later step keys come after every query here
+      auto queries = at::from_blob(const_cast<float*>(query(it, q0, 0)), {nq, G, D}, {s_.n_heads * D, D, 1},
+                                   at::kFloat)
+                         .reshape({nq * G, D});
+      auto scores = at::mm(queries, keys.narrow(0, 0, visible_keys).t());
+      float* sd = scores.data_ptr<float>();
+      for (int64_t q = 0; q < nq; ++q) {
+        const int64_t query_pos = it.first_pos + q0 + q;
+        for (int64_t h = 0; h < G; ++h) {
+          float* row = sd + (q * G + h) * visible_keys;
+          for (int64_t j = 0; j < visible_keys; ++j)
+            row[j] = pos[j] <= query_pos && query_pos < evict_at[j] ? row[j] * s_.scale : kNegInf;
+        }
+      }
+      auto weights = at::softmax(scores, 1);
+      auto o = at::mm(weights, values.narrow(0, 0, visible_keys));  // [nq * G, D]
+      const float* od = o.data_ptr<float>();
+      for (int64_t q = 0; q < nq; ++q)
+        std::copy(od + q * G * D, od + (q + 1) * G * D,
+                  out + ((it.row0 + q0 + q) * s_.n_heads + it.kv_head * G) * D);
+      if (it.mass_sum) {
+        auto col = weights.sum(0);
+        const float* cd = col.data_ptr<float>();
+        for (int64_t j = 0; j < visible_keys; ++j) it.mass_sum[j] += cd[j];
+      }
+      if (it.mass_last && q0 + nq == it.n_queries) {
+        auto last = weights.narrow(0, (nq - 1) * G, G).sum(0);
+        const float* ld = last.data_ptr<float>();
+        for (int64_t j = 0; j < visible_keys; ++j) it.mass_last[j] += ld[j];
+      }
+    }
+  }
+
+  const Shape& shape() const { return s_; }
+
+ private:
+  Shape s_;
+  const float* q_;
+  const E *pool_k_, *pool_v_, *step_k_, *step_v_;
+};
+
+// A piece of work: tiles [begin, end) of one item, or the whole item through BLAS.
+struct Unit {
+  int64_t item, begin, end;
+  bool blas;
+  int64_t cost;
+};
+
+// Runs fn(unit index) over all units on at::parallel_for's threads, costliest first, each
+// thread taking the next unit when it is done so that uneven items balance out.
+template <typename Fn>
+void run_units(const std::vector<Unit>& units, Fn fn) {
+  std::vector<int64_t> order(units.size());
+  for (size_t i = 0; i < units.size(); ++i) order[i] = static_cast<int64_t>(i);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return units[a].cost > units[b].cost; });
+  std::atomic<int64_t> next{0};
+  const int64_t n = static_cast<int64_t>(units.size());
+  const int64_t workers = std::min<int64_t>(n, at::get_num_threads());
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    for (int64_t i = next++; i < n; i = next++) fn(order[i]);
+  });
+}
+
+template <typename E>
+at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k, const at::Tensor& pool_v,
+               const at::Tensor& step_k, const at::Tensor& step_v, const std::vector<AttentionItem>& items) {
+  const Kernel<E> kernel(shape, q, pool_k, pool_v, step_k, step_v);
+  const int64_t D = shape.dim, G = shape.group;
+  auto out = at::empty({q.size(0), shape.n_heads, D}, at::kFloat);
+  float* od = out.data_ptr<float>();
+
+  // Split long decode items so that a small batch still keeps every thread busy.
+  int64_t tiled_tiles = 0;
+  for (const auto& it : items)
+    if (it.n_queries < kBlasMinQueries) tiled_tiles += kernel.tiles(it);
+  const int64_t target_units = 4 * at::get_num_threads();
+  std::vector<Unit> units;
+  std::vector<std::pair<int64_t, int64_t>> item_units(items.size());  // first unit, count
+  for (size_t i = 0; i < items.size(); ++i) {
+    const auto& it = items[i];
+    const int64_t first = static_cast<int64_t>(units.size());
+    const int64_t n_tiles = kernel.tiles(it);
+    if (it.n_queries >= kBlasMinQueries) {
+      units.push_back({static_cast<int64_t>(i), 0, n_tiles, true, n_tiles * it.n_queries});
+    } else {
+      const int64_t wanted = (target_units * n_tiles + tiled_tiles - 1) / std::max<int64_t>(tiled_tiles, 1);
+      const int64_t parts = std::clamp<int64_t>(wanted, 1, std::max<int64_t>(1, n_tiles / kSplitMinTiles));
+      for (int64_t p = 0; p < parts; ++p) {
+        const int64_t b = n_tiles * p / parts, e = n_tiles * (p + 1) / parts;
+        units.push_back({static_cast<int64_t>(i), b, e, false, (e - b) * it.n_queries});
+      }
+    }
+    item_units[i] = {first, static_cast<int64_t>(units.size()) - first};
+  }
+
+  std::vector<Partial> partials(units.size());
+  run_units(units, [&](int64_t u) {
+    const Unit& unit = units[u];
+    const AttentionItem& it = items[unit.item];
+    Scratch sc;
+    sc.reserve(kernel.scratch_rows(), D);
+    if (unit.blas) {
+      kernel.blas(it, od, sc);
+      return;
+    }
+    partials[u].reset(it.n_queries * G, D);
+    kernel.accumulate(it, unit.begin, unit.end, partials[u], sc);
+  });
+
+  // Merge each item's pieces into its output rows; keep the final maxima and sums for the
+  // attention-mass pass.
+  bool want_mass = false;
+  std::vector<Partial> finals(items.size());
+  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const auto& it = items[i];
+      const auto [first, count] = item_units[i];
+      if (units[first].blas) continue;
+      const int64_t rows = it.n_queries * G;
+      Partial& f = finals[i];
+      f.reset(rows, D);
+      for (int64_t u = first; u < first + count; ++u)
+        for (int64_t r = 0; r < rows; ++r) f.max[r] = std::max(f.max[r], partials[u].max[r]);
+      for (int64_t u = first; u < first + count; ++u) {
+        const Partial& p = partials[u];
+        for (int64_t r = 0; r < rows; ++r) {
+          if (p.max[r] == kNegInf) continue;
+          const float w = std::exp(p.max[r] - f.max[r]);
+          f.sum[r] += w * p.sum[r];
+          axpy(f.acc.data() + r * D, w, p.acc.data() + r * D, D);
+        }
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t q = r / G, h = r % G;
+        float* o = od + ((it.row0 + q) * shape.n_heads + it.kv_head * G + h) * D;
+        const float inv = f.sum[r] > 0 ? 1.0f / f.sum[r] : 0.0f;
+        for (int64_t d = 0; d < D; ++d) o[d] = f.acc[r * D + d] * inv;
+      }
+    }
+  });
+  for (const auto& it : items) want_mass |= it.mass_sum != nullptr || it.mass_last != nullptr;
+  if (want_mass) {
+    run_units(units, [&](int64_t u) {
+      const Unit& unit = units[u];
+      const AttentionItem& it = items[unit.item];
+      if (unit.blas || (!it.mass_sum && !it.mass_last)) return;
+      Scratch sc;
+      sc.reserve(kernel.scratch_rows(), D);
+      const Partial& f = finals[unit.item];
+      kernel.add_mass(it, unit.begin, unit.end, f.max.data(), f.sum.data(), sc);
+    });
+  }
+  return out;
+}
+
+void check(bool ok, const std::string& what) {
+  if (!ok) fail("paged attention", what);
+}
+
+}  // namespace
+
+at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& pool_k, const at::Tensor& pool_v,
+                           const at::Tensor& step_k, const at::Tensor& step_v, const std::vector<AttentionItem>& items) {
+  check(q.dim() == 3 && q.scalar_type() == at::kFloat && q.is_contiguous(), "q must be contiguous fp32 [T, heads, D]");
+  check(pool_k.dim() == 3 && pool_k.sizes() == pool_v.sizes() && pool_k.is_contiguous() && pool_v.is_contiguous(),
+        "pool K and V must be contiguous [blocks, block_size, D] of one shape");
+  check(step_k.dim() == 3 && step_k.sizes() == step_v.sizes() && step_k.is_contiguous() && step_v.is_contiguous(),
+        "step K and V must be contiguous [T, kv_heads, D] of one shape");
+  const auto dtype = pool_k.scalar_type();
+  check(pool_v.scalar_type() == dtype && step_k.scalar_type() == dtype && step_v.scalar_type() == dtype,
+        "pool and step K/V must share one dtype");
+  const int64_t T = q.size(0), n_heads = q.size(1), D = q.size(2), n_kv = step_k.size(1);
+  check(step_k.size(0) == T && step_k.size(2) == D && pool_k.size(2) == D, "q, step and pool disagree on T or D");
+  check(n_kv > 0 && n_heads % n_kv == 0, "query heads must be a multiple of KV heads");
+  for (const auto& it : items) {
+    check(it.n_queries >= 1 && it.row0 >= 0 && it.row0 + it.n_queries <= T, "item rows outside the step");
+    check(it.kv_head >= 0 && it.kv_head < n_kv, "item KV head out of range");
+    check(it.n_cached >= 0 && (it.n_cached == 0 || (it.blocks && it.pos && it.evict_at)), "item without slot data");
+  }
+  const Shape shape{n_heads, n_kv, n_heads / n_kv, D, pool_k.size(1), static_cast<float>(1.0 / std::sqrt(double(D)))};
+  switch (dtype) {
+    case at::kFloat: return run<float>(shape, q, pool_k, pool_v, step_k, step_v, items);
+    case at::kBFloat16: return run<c10::BFloat16>(shape, q, pool_k, pool_v, step_k, step_v, items);
+    case at::kHalf: return run<c10::Half>(shape, q, pool_k, pool_v, step_k, step_v, items);
+    default: fail("paged attention", std::string("unsupported KV dtype ") + c10::toString(dtype));
+  }
+}
+
+}  // namespace dms::cpu
