@@ -1,0 +1,49 @@
+#include "dms/cache/block_pool.h"
+
+#include <limits>
+#include <string>
+
+#include "dms/util/error.h"
+
+namespace dms {
+
+BlockPool::BlockPool(int64_t num_blocks, int64_t block_size, int64_t head_dim, at::ScalarType dtype)
+    : num_blocks_(num_blocks), block_size_(block_size), head_dim_(head_dim) {
+  if (num_blocks < 1 || num_blocks > std::numeric_limits<int32_t>::max())
+    fail("kv cache", "a block pool needs between 1 and 2^31-1 blocks, got " + std::to_string(num_blocks));
+  if (block_size < 1 || head_dim < 1)
+    fail("kv cache", "block size and head dim must be positive, got " + std::to_string(block_size) + " and " +
+                         std::to_string(head_dim));
+  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)
+    fail("kv cache", std::string("KV dtype must be float32, bfloat16 or float16, got ") + c10::toString(dtype));
+  keys_ = at::empty({num_blocks, block_size, head_dim}, dtype);
+  values_ = at::empty({num_blocks, block_size, head_dim}, dtype);
+  free_.resize(num_blocks);
+  for (int64_t i = 0; i < num_blocks; ++i) free_[i] = static_cast<int32_t>(num_blocks - 1 - i);
+}
+
+int32_t BlockPool::allocate() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (free_.empty()) fail("kv cache", "block pool exhausted (" + std::to_string(num_blocks_) + " blocks)");
+  const int32_t block = free_.back();
+  free_.pop_back();
+  peak_used_ = std::max(peak_used_, num_blocks_ - static_cast<int64_t>(free_.size()));
+  return block;
+}
+
+void BlockPool::release(int32_t block) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  free_.push_back(block);
+}
+
+int64_t BlockPool::used_blocks() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return num_blocks_ - static_cast<int64_t>(free_.size());
+}
+
+int64_t BlockPool::peak_used_blocks() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return peak_used_;
+}
+
+}  // namespace dms

@@ -1,0 +1,47 @@
+// One layer's store of key and value blocks. Every (sequence, KV head) of the layer draws its
+// blocks from here and gives them back when they empty, so the layer's KV memory follows the
+// keys that are live, not the tokens that were seen.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+namespace dms {
+
+class BlockPool {
+ public:
+  // K and V storage of `num_blocks` blocks of `block_size` slots of `head_dim` values each.
+  // The storage is reserved up front but the operating system only backs the pages that are
+  // written, and released blocks are handed out again first (last in, first out).
+  BlockPool(int64_t num_blocks, int64_t block_size, int64_t head_dim, at::ScalarType dtype);
+
+  // Safe to call from several threads at once. allocate() throws Error when no block is free;
+  // PagedKVCache checks a step's needs before it starts, so it never reaches that.
+  int32_t allocate();
+  void release(int32_t block);
+
+  int64_t num_blocks() const { return num_blocks_; }
+  int64_t block_size() const { return block_size_; }
+  int64_t head_dim() const { return head_dim_; }
+  at::ScalarType dtype() const { return keys_.scalar_type(); }
+  int64_t used_blocks() const;
+  int64_t free_blocks() const { return num_blocks_ - used_blocks(); }
+  int64_t peak_used_blocks() const;
+  // Bytes of K and V in one block.
+  int64_t block_bytes() const { return 2 * block_size_ * head_dim_ * static_cast<int64_t>(at::elementSize(dtype())); }
+
+  // [num_blocks, block_size, head_dim]; slot r of block b holds row b * block_size + r.
+  const at::Tensor& keys() const { return keys_; }
+  const at::Tensor& values() const { return values_; }
+
+ private:
+  int64_t num_blocks_, block_size_, head_dim_;
+  at::Tensor keys_, values_;
+  mutable std::mutex mutex_;
+  std::vector<int32_t> free_;   // a stack: the most recently released block is reused first
+  int64_t peak_used_ = 0;
+};
+
+}  // namespace dms

@@ -1,0 +1,87 @@
+// PagedKVCache accounting: what each sequence and each pool holds, and how much that saves.
+#include <algorithm>
+#include <string>
+
+#include "dms/cache/paged_kv_cache.h"
+
+namespace dms {
+
+int64_t PagedKVCache::tokens_seen(SequenceId id) const { return find(id, "tokens_seen").seen; }
+
+const HeadCache& PagedKVCache::head(SequenceId id, int64_t layer, int64_t kv_head) const {
+  if (layer < 0 || layer >= n_layers_ || kv_head < 0 || kv_head >= n_kv_)
+    fail("kv cache", "no layer " + std::to_string(layer) + " KV head " + std::to_string(kv_head));
+  return find(id, "head").heads[layer * n_kv_ + kv_head];
+}
+
+std::vector<int32_t> PagedKVCache::live_positions(SequenceId id, int64_t layer, int64_t kv_head) const {
+  const HeadCache& h = head(id, layer, kv_head);
+  std::vector<int32_t> positions(h.pos(), h.pos() + h.live());
+  std::sort(positions.begin(), positions.end());
+  return positions;
+}
+
+SequenceStats PagedKVCache::sequence_stats(SequenceId id) const {
+  const Sequence& seq = find(id, "sequence_stats");
+  const int64_t elem = static_cast<int64_t>(at::elementSize(options_.kv_dtype));
+  SequenceStats s;
+  s.tokens_seen = seq.seen;
+  double ratios = 0;
+  int64_t flagged = 0;
+  for (int64_t l = 0; l < n_layers_; ++l)
+    for (int64_t g = 0; g < n_kv_; ++g) {
+      const HeadCache& h = seq.heads[l * n_kv_ + g];
+      s.live_slots += h.live();
+      s.blocks += static_cast<int64_t>(h.blocks().size());
+      flagged += h.flagged();
+      ratios += static_cast<double>(seq.seen) / static_cast<double>(std::max<int64_t>(h.live(), 1));
+    }
+  const int64_t heads = n_layers_ * n_kv_;
+  s.bytes_held = s.blocks * pools_[0]->block_bytes();
+  s.dense_bytes = seq.seen * heads * 2 * head_dim_ * elem;
+  if (seq.seen > 0) {
+    s.compression_ratio = ratios / static_cast<double>(heads);
+    s.eviction_fraction = static_cast<double>(flagged) / static_cast<double>(seq.seen * heads);
+  }
+  return s;
+}
+
+CacheStats PagedKVCache::stats() const {
+  CacheStats c;
+  c.compression_per_layer_head.assign(n_layers_ * n_kv_, 0.0);
+  int64_t counted = 0;
+  double ratio_sum = 0, flagged_share = 0;
+  for (const auto& [id, seq] : sequences_) {
+    const SequenceStats s = sequence_stats(id);
+    ++c.sequences;
+    c.tokens_seen += s.tokens_seen;
+    c.live_slots += s.live_slots;
+    c.bytes_held += s.bytes_held;
+    c.dense_bytes += s.dense_bytes;
+    if (seq->seen == 0) continue;
+    ++counted;
+    ratio_sum += s.compression_ratio;
+    flagged_share += s.eviction_fraction * static_cast<double>(seq->seen);
+    for (size_t i = 0; i < seq->heads.size(); ++i)
+      c.compression_per_layer_head[i] +=
+          static_cast<double>(seq->seen) / static_cast<double>(std::max<int64_t>(seq->heads[i].live(), 1));
+  }
+  if (counted > 0) {
+    c.compression_ratio = ratio_sum / static_cast<double>(counted);
+    int64_t seen_counted = 0;
+    for (const auto& [id, seq] : sequences_) seen_counted += seq->seen;
+    c.eviction_fraction = flagged_share / static_cast<double>(seen_counted);
+    for (auto& r : c.compression_per_layer_head) r /= static_cast<double>(counted);
+  } else {
+    std::fill(c.compression_per_layer_head.begin(), c.compression_per_layer_head.end(), 1.0);
+  }
+  for (const auto& pool : pools_) {
+    const PoolStats p{pool->num_blocks(), pool->used_blocks(), pool->free_blocks(), pool->peak_used_blocks()};
+    c.blocks_used += p.used;
+    c.pool_bytes += p.blocks * pool->block_bytes();
+    c.pools.push_back(p);
+  }
+  return c;
+}
+
+}  // namespace dms

@@ -1,0 +1,150 @@
+#include "dms/cache/head_cache.h"
+
+#include <algorithm>
+
+namespace dms {
+namespace {
+
+// pos of a slot this commit has freed: no query position is >= it, so no query sees it.
+constexpr int32_t kFreeSlot = kNever;
+
+bool pending_before(const std::pair<int32_t, int32_t>& entry, int32_t evict_at) { return entry.first < evict_at; }
+
+}  // namespace
+
+int64_t HeadCache::expiring_by(int32_t query_pos) const {
+  auto end = std::upper_bound(pending_.begin(), pending_.end(), query_pos,
+                              [](int32_t q, const std::pair<int32_t, int32_t>& e) { return q < e.first; });
+  return end - pending_.begin();
+}
+
+void HeadCache::pending_insert(int32_t evict_at, int64_t slot) {
+  const std::pair<int32_t, int32_t> entry{evict_at, static_cast<int32_t>(slot)};
+  if (pending_.empty() || pending_.back().first <= evict_at) {
+    pending_.push_back(entry);
+    return;
+  }
+  auto at = std::upper_bound(pending_.begin(), pending_.end(), evict_at,
+                             [](int32_t e, const std::pair<int32_t, int32_t>& p) { return e < p.first; });
+  pending_.insert(at, entry);
+}
+
+std::deque<std::pair<int32_t, int32_t>>::iterator HeadCache::pending_find(int32_t evict_at, int64_t slot) {
+  auto it = std::lower_bound(pending_.begin(), pending_.end(), evict_at, pending_before);
+  while (it != pending_.end() && it->first == evict_at && it->second != slot) ++it;
+  return it != pending_.end() && it->first == evict_at ? it : pending_.end();
+}
+
+int64_t HeadCache::take_slot(BlockPool& pool) {
+  if (live_ == static_cast<int64_t>(blocks_.size()) * block_size_) {
+    blocks_.push_back(pool.allocate());
+    const size_t slots = blocks_.size() * block_size_;
+    pos_.resize(slots, kFreeSlot);
+    evict_at_.resize(slots, kNever);
+    score_.resize(slots, 0.0f);
+  }
+  return live_++;
+}
+
+void HeadCache::free_slot(int64_t slot, std::vector<int64_t>& holes) {
+  pos_[slot] = kFreeSlot;
+  evict_at_[slot] = kNever;
+  score_[slot] = 0.0f;
+  if (slot == newest_) newest_ = -1;
+  holes.push_back(slot);
+}
+
+void HeadCache::move_slot(int64_t from, int64_t to, const cpu::PoolRows& rows) {
+  rows.move(cpu::pool_row(blocks_.data(), from, block_size_), cpu::pool_row(blocks_.data(), to, block_size_));
+  pos_[to] = pos_[from];
+  evict_at_[to] = evict_at_[from];
+  score_[to] = score_[from];
+  if (evict_at_[to] != kNever) pending_find(evict_at_[to], from)->second = static_cast<int32_t>(to);
+  if (newest_ == from) newest_ = to;
+  pos_[from] = kFreeSlot;
+  evict_at_[from] = kNever;
+}
+
+void HeadCache::compact(std::vector<int64_t>& holes, BlockPool& pool, const cpu::PoolRows& rows) {
+  auto drop_trailing_holes = [&] {
+    while (live_ > 0 && pos_[live_ - 1] == kFreeSlot) --live_;
+  };
+  for (int64_t hole : holes) {  // ascending
+    drop_trailing_holes();
+    if (hole >= live_) break;
+    move_slot(live_ - 1, hole, rows);
+    --live_;
+  }
+  drop_trailing_holes();
+  while (static_cast<int64_t>(blocks_.size()) > blocks_after(live_)) {
+    pool.release(blocks_.back());
+    blocks_.pop_back();
+  }
+  const size_t slots = blocks_.size() * block_size_;
+  pos_.resize(slots);
+  evict_at_.resize(slots);
+  score_.resize(slots);
+}
+
+void HeadCache::commit(int64_t first_pos, int64_t n_new, const HeadDecision& d, BlockPool& pool,
+                       const cpu::PoolRows& rows, const uint8_t* step_k, const uint8_t* step_v, int64_t step_stride) {
+  const int32_t next_pos = static_cast<int32_t>(first_pos + n_new);
+  const int64_t live_before = live_;
+  if (newest_ >= 0 && d.newest_evict_at != evict_at_[newest_]) {
+    if (evict_at_[newest_] != kNever)
+      pending_.erase(pending_find(evict_at_[newest_], newest_));
+    else
+      ++flagged_;
+    evict_at_[newest_] = d.newest_evict_at;
+    if (d.newest_evict_at != kNever) pending_insert(d.newest_evict_at, newest_);
+  }
+  if (!d.mass_sum.empty())
+    for (int64_t s = 0; s < live_before; ++s) score_[s] += d.mass_sum[s];
+
+  std::vector<int64_t> holes;
+  while (!pending_.empty() && pending_.front().first <= next_pos) {
+    const int64_t slot = pending_.front().second;
+    pending_.pop_front();
+    free_slot(slot, holes);
+  }
+  for (int32_t slot : d.drop_cached) {
+    if (pos_[slot] == kFreeSlot) continue;  // left visibility anyway
+    if (evict_at_[slot] != kNever)
+      pending_.erase(pending_find(evict_at_[slot], slot));
+    else
+      ++flagged_;
+    free_slot(slot, holes);
+  }
+  std::sort(holes.begin(), holes.end());
+
+  size_t used_holes = 0;
+  for (int64_t t = 0; t < n_new; ++t) {
+    const int32_t evict_at = d.step_evict_at.empty() ? kNever : d.step_evict_at[t];
+    const bool dropped = !d.drop_step.empty() && d.drop_step[t];
+    if (evict_at != kNever || dropped) ++flagged_;
+    if (t == n_new - 1) newest_ = -1;
+    if (dropped || evict_at <= next_pos) continue;  // no query from next_pos on sees it: never stored
+    const int64_t slot = used_holes < holes.size() ? holes[used_holes++] : take_slot(pool);
+    rows.write(cpu::pool_row(blocks_.data(), slot, block_size_), step_k + t * step_stride, step_v + t * step_stride);
+    pos_[slot] = static_cast<int32_t>(first_pos + t);
+    evict_at_[slot] = evict_at;
+    score_[slot] = d.mass_sum.empty() ? 0.0f : d.mass_sum[live_before + t];
+    if (evict_at != kNever) pending_insert(evict_at, slot);
+    if (t == n_new - 1) newest_ = slot;
+  }
+  holes.erase(holes.begin(), holes.begin() + static_cast<int64_t>(used_holes));
+  compact(holes, pool, rows);
+}
+
+void HeadCache::release(BlockPool& pool) {
+  for (int32_t b : blocks_) pool.release(b);
+  blocks_.clear();
+  pos_.clear();
+  evict_at_.clear();
+  score_.clear();
+  pending_.clear();
+  live_ = 0;
+  newest_ = -1;
+}
+
+}  // namespace dms
