@@ -147,6 +147,7 @@ ModelConfig ModelConfig::from_hf_dir(const std::string& dir) {
     fail(path, "hidden_act '" + f.string("hidden_act") + "' is not supported (only silu)");
   c.bos_id = static_cast<int32_t>(f.integer("bos_token_id", -1));
   if (j.contains("eos_token_id")) add_eos_ids(j["eos_token_id"], path, c.eos_ids);
+  c.dms = DmsConfig::from_json(j, path);
 
   const std::string gen_path = (std::filesystem::path(dir) / "generation_config.json").string();
   if (std::filesystem::exists(gen_path)) {

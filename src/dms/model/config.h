@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "dms/model/dms_config.h"
+
 namespace dms {
 
 class GgufFile;
@@ -40,6 +42,7 @@ struct ModelConfig {
   bool qk_norm = false;            // Qwen3: per-head RMSNorm on q and k before RoPE
   std::vector<int32_t> eos_ids;    // from config.json / generation_config.json / GGUF
   int32_t bos_id = -1;
+  DmsConfig dms;                   // decision heads: from config.json's dms_* fields; GGUF has none
 
   // Throws Error naming the file and field for missing, mistyped or inconsistent values.
   static ModelConfig from_hf_dir(const std::string& dir);
