@@ -6,6 +6,7 @@
 
 #include "dms/format/gguf.h"
 #include "dms/format/safetensors.h"
+#include "dms/model/dms_adapter.h"
 #include "dms/model/weights.h"
 #include "dms/util/error.h"
 
@@ -73,7 +74,18 @@ CheckpointInfo inspect_checkpoint(const std::string& path) {
   return info;
 }
 
-Model load_model(const std::string& path, at::ScalarType dtype) {
+void apply_dms_options(const DmsLoadOptions& options, const std::string& path, ModelConfig& config, Weights& weights) {
+  if (!options.adapter_path.empty()) {
+    const at::ScalarType dtype = weights.embed.scalar_type();
+    apply_dms_adapter(load_dms_adapter(options.adapter_path, config, dtype), config, weights);
+  }
+  options.overrides.apply(config.dms, "DMS options");
+  if (config.dms.mode == DmsMode::Adapter && !weights.layers.empty() && !weights.layers[0].decision.proj.defined())
+    fail(path, "DMS mode 'adapter' needs decision-head tensors (dms_proj_alpha), which this checkpoint does not "
+               "have; pass an adapter file");
+}
+
+Model load_model(const std::string& path, at::ScalarType dtype, const DmsLoadOptions& dms) {
   Model m;
   m.info.path = path;
   m.info.format = detect_format(path);
@@ -91,6 +103,7 @@ Model load_model(const std::string& path, at::ScalarType dtype) {
   if (m.tokenizer->vocab_size() > m.info.config.vocab_size)
     fail(path, "tokenizer has " + std::to_string(m.tokenizer->vocab_size()) + " tokens but the model's vocab_size is " +
                    std::to_string(m.info.config.vocab_size));
+  apply_dms_options(dms, path, m.info.config, weights);
   m.info.n_params = parameter_count(weights);
   m.chat_template = ChatTemplate::from_source(m.tokenizer->chat_template_source(), *m.tokenizer);
   m.transformer = std::make_unique<Transformer>(m.info.config, std::move(weights));

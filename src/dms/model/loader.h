@@ -39,7 +39,18 @@ std::string default_model_path();
 
 // Throws Error naming the path when it is neither a checkpoint directory nor a GGUF file.
 CheckpointInfo inspect_checkpoint(const std::string& path);
-// Loads weights in `dtype` (at::kFloat or at::kBFloat16) plus tokenizer and chat template.
-Model load_model(const std::string& path, at::ScalarType dtype);
+// How to run the checkpoint's DMS decision heads, when it differs from what it says itself.
+struct DmsLoadOptions {
+  std::string adapter_path;  // a Mode B adapter file (dms_adapter.h) to apply; empty: none
+  DmsOverrides overrides;    // applied last, over the checkpoint's or the adapter's settings
+};
+
+// Applies `options` to the config and weights loaded from checkpoint `path`: the adapter, then the
+// overrides. Throws Error when the model ends up in DmsMode::Adapter without decision heads.
+void apply_dms_options(const DmsLoadOptions& options, const std::string& path, ModelConfig& config, Weights& weights);
+
+// Loads weights in `dtype` (at::kFloat or at::kBFloat16) plus tokenizer and chat template, and
+// applies `dms`.
+Model load_model(const std::string& path, at::ScalarType dtype, const DmsLoadOptions& dms = {});
 
 }  // namespace dms

@@ -190,12 +190,25 @@ Weights load(const TensorSource& src, const ModelConfig& c, at::ScalarType dtype
       l.b_up = get(p + "mlp.up_proj.bias", {I});
       l.b_down = get(p + "mlp.down_proj.bias", {H});
     }
+    if (c.dms.mode == DmsMode::Adapter)
+      for (const auto& t : decision_head_tensors(c, i)) l.decision.*t.member = get(t.name, t.shape);
     w.layers.push_back(std::move(l));
   }
   return w;
 }
 
 }  // namespace
+
+std::vector<DecisionHeadTensor> decision_head_tensors(const ModelConfig& c, int64_t layer) {
+  const std::string p = "model.layers." + std::to_string(layer) + ".self_attn.dms_proj_alpha";
+  std::vector<DecisionHeadTensor> out = {
+      {p + "_norm.weight", {c.hidden_size}, &DecisionHeadWeights::norm},
+      {p + ".weight", {c.n_kv_heads, c.hidden_size}, &DecisionHeadWeights::proj},
+  };
+  // As the reference builds it: nn.Linear(hidden, n_kv, bias=attention_bias).
+  if (c.qkv_bias) out.push_back({p + ".bias", {c.n_kv_heads}, &DecisionHeadWeights::bias});
+  return out;
+}
 
 Weights load_hf_weights(const std::string& dir, const ModelConfig& config, at::ScalarType dtype) {
   auto src = std::make_shared<SafetensorsSource>(dir);
@@ -218,7 +231,8 @@ int64_t parameter_count(const Weights& w) {
   for (const auto& l : w.layers)
     for (const at::Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.bo,
                                 &l.q_norm, &l.k_norm, &l.mlp_norm, &l.w_gate, &l.w_up, &l.w_down,
-                                &l.b_gate, &l.b_up, &l.b_down})
+                                &l.b_gate, &l.b_up, &l.b_down, &l.decision.norm, &l.decision.proj,
+                                &l.decision.bias})
       if (t->defined()) n += t->numel();
   return n;
 }

@@ -13,6 +13,13 @@ namespace dms {
 
 class GgufFile;
 
+// A layer's Mode B decision head (dms-spec section 1); undefined tensors without one.
+struct DecisionHeadWeights {
+  at::Tensor norm;                         // [H]        dms_proj_alpha_norm.weight
+  at::Tensor proj;                         // [n_kv, H]  dms_proj_alpha.weight
+  at::Tensor bias;                         // [n_kv]     dms_proj_alpha.bias, when the attention has biases
+};
+
 struct LayerWeights {
   at::Tensor attn_norm;                    // [H]
   at::Tensor wq, wk, wv, wo;               // [nq*D, H], [nkv*D, H], [nkv*D, H], [H, nq*D]
@@ -21,6 +28,7 @@ struct LayerWeights {
   at::Tensor mlp_norm;                     // [H]
   at::Tensor w_gate, w_up, w_down;         // [I, H], [I, H], [H, I]
   at::Tensor b_gate, b_up, b_down;         // undefined unless mlp_bias
+  DecisionHeadWeights decision;            // DmsMode::Adapter only
 };
 
 struct Weights {
@@ -32,7 +40,17 @@ struct Weights {
   std::vector<std::shared_ptr<const void>> keep_alive;  // mapped files the tensors point into
 };
 
-// Reads every tensor the config requires, checking names and shapes; errors name the file
+// The tensors of layer `layer`'s decision head for `config`: Hugging Face name, shape, and
+// where it goes in DecisionHeadWeights.
+struct DecisionHeadTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  at::Tensor DecisionHeadWeights::*member;
+};
+std::vector<DecisionHeadTensor> decision_head_tensors(const ModelConfig& config, int64_t layer);
+
+// Reads every tensor the config requires (the decision heads too when config.dms.mode is
+// DmsMode::Adapter), checking names and shapes; errors name the file
 // and tensor. `dtype` is at::kFloat or at::kBFloat16.
 Weights load_hf_weights(const std::string& dir, const ModelConfig& config, at::ScalarType dtype);
 Weights load_gguf_weights(std::shared_ptr<const GgufFile> gguf, const ModelConfig& config,
