@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "dms/util/error.h"
+
 namespace dms {
 
 at::Tensor rope_inv_freq(const ModelConfig& c, const at::Tensor& freq_factors) {
@@ -34,12 +36,26 @@ at::Tensor rope_inv_freq(const ModelConfig& c, const at::Tensor& freq_factors) {
 Transformer::Transformer(ModelConfig config, Weights weights)
     : config_(std::move(config)), weights_(std::move(weights)) {
   inv_freq_ = rope_inv_freq(config_, weights_.rope_freq_factors);
+  const auto& c = config_;
+  if (c.dms.mode == DmsMode::Adapter)
+    for (size_t i = 0; i < weights_.layers.size(); ++i)
+      if (!weights_.layers[i].decision.proj.defined() || !weights_.layers[i].decision.norm.defined())
+        fail("model", "DMS mode 'adapter' needs the dms_proj_alpha tensors of every layer; layer " +
+                          std::to_string(i) + " has none");
+  query_keep_ = at::ones({c.n_heads, c.head_dim}, dtype());
+  query_keep_.slice(0, 0, c.n_heads, c.group_size()).select(1, c.head_dim - 1).zero_();
 }
 
 at::Tensor Transformer::rms_norm(const at::Tensor& x, const at::Tensor& w) const {
   auto xf = x.to(at::kFloat);
   auto normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config_.rms_eps);
   return w * normed.to(x.scalar_type());
+}
+
+// scale * raw - offset in fp32, [T, n_kv]; per-layer decisions all follow KV head 0.
+at::Tensor Transformer::decision_logits(const at::Tensor& raw) const {
+  auto l = raw.to(at::kFloat) * config_.dms.alpha_scale - config_.dms.alpha_offset;
+  return config_.dms.per_layer ? l.narrow(1, 0, 1).expand_as(l).contiguous() : l;
 }
 
 // Rotate-half RoPE on [T, heads, D]; cos/sin are [T, 1, D].
@@ -68,9 +84,20 @@ at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& posi
       q = rms_norm(q, l.q_norm);
       k = rms_norm(k, l.k_norm);
     }
-    q = rotate(q, cos, sin);
+    at::Tensor evict_logits;  // [T, n_kv] fp32: l[t, g] of dms-spec section 1
+    if (c.dms.mode == DmsMode::QueryChannel) {
+      // Mode A borrows the last channel of each KV group's first query head, which then takes
+      // no part in attention: zeroed before RoPE and again after it.
+      evict_logits = decision_logits(q.select(2, D - 1).slice(1, 0, c.n_heads, c.group_size()));
+      q = rotate(q * query_keep_, cos, sin) * query_keep_;
+    } else {
+      // Mode B reads the residual stream as it enters the layer.
+      if (c.dms.mode == DmsMode::Adapter)
+        evict_logits = decision_logits(at::linear(rms_norm(x, l.decision.norm), l.decision.proj, l.decision.bias));
+      q = rotate(q, cos, sin);
+    }
     k = rotate(k, cos, sin);
-    auto o = attn.attend(i, q, k, v, at::Tensor()).reshape({T, c.n_heads * D});
+    auto o = attn.attend(i, q, k, v, c.dms.decides() ? evict_logits : at::Tensor()).reshape({T, c.n_heads * D});
     x = x + at::linear(o, l.wo, l.bo);
 
     h = rms_norm(x, l.mlp_norm);

@@ -1,5 +1,7 @@
 // One decoder-only transformer forward for Llama, Qwen2 and Qwen3: RMSNorm, rotary
-// attention with grouped KV heads (optional biases and per-head q/k norms), SwiGLU MLP.
+// attention with grouped KV heads (optional biases and per-head q/k norms), SwiGLU MLP, and
+// the DMS decision heads (Mode A or B) whose logits go to the attention backend with q, k, v.
+// Built from differentiable at:: ops only, so training can run the same forward.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -11,6 +13,7 @@ namespace dms {
 
 class Transformer {
  public:
+  // Throws Error when config.dms.mode is Adapter and a layer has no decision head.
   Transformer(ModelConfig config, Weights weights);
 
   // tokens, positions: [T] int64. Returns the final hidden states [T, H] (after the last norm).
@@ -25,10 +28,12 @@ class Transformer {
  private:
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w) const;
   at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
+  at::Tensor decision_logits(const at::Tensor& raw) const;
 
   ModelConfig config_;
   Weights weights_;
   at::Tensor inv_freq_;   // [D/2] fp32, with the checkpoint's rope scaling applied
+  at::Tensor query_keep_; // [n_heads, D] ones, 0 at the channels Mode A borrows (head g*G, D-1)
 };
 
 // Rotary inverse frequencies for `config` (default, linear or llama3 scaling), divided by
