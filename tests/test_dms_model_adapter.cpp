@@ -1,11 +1,14 @@
 // Mode B adapters as separate files: written from a checkpoint's built-in decision heads and
-// applied to its base they give the same model; an adapter that does not fit is refused with an
-// error naming the file and what is wrong.
+// applied to its base they give the same model; a GGUF base takes one as its safetensors twin
+// does; an adapter that does not fit is refused with an error naming the file and what is wrong.
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "dms/format/gguf.h"
 #include "dms/model/dms_adapter.h"
 #include "dms/util/error.h"
 #include "test_dms_model_fixtures.h"
@@ -193,6 +196,46 @@ TEST_F(BadAdapter, BaseFactMissing) {
   base.erase("head_dim");
   metadata_["base_model"] = base.dump();
   EXPECT_MENTIONS(load_error(), "head_dim");
+}
+
+// A Llama base read from GGUF takes an adapter as its safetensors twin does: random decision
+// heads that flag about half the keys at window 8, the same logits through both loaders (the
+// tolerance of test_model_gguf_tiny.cpp), and different from no eviction at all.
+TEST(DmsAdapter, AppliesToAGgufBaseAsToItsSafetensorsTwin) {
+  const std::string hf_dir = fixture_path("llama_gqa");
+  const ModelConfig base = ModelConfig::from_hf_dir(hf_dir);
+  DmsAdapter random;
+  random.config.mode = DmsMode::Adapter;
+  random.config.window = 8;
+  auto gen = at::detail::createCPUGenerator(7);
+  for (int64_t i = 0; i < base.n_layers; ++i) {
+    const double scale = 0.15 / std::sqrt(static_cast<double>(base.hidden_size));
+    random.layers.push_back({at::rand({base.hidden_size}, gen) * 0.8 + 0.6,
+                             at::randn({base.n_kv_heads, base.hidden_size}, gen) * scale, at::Tensor()});
+  }
+  ScratchDir scratch;
+  DmsLoadOptions options;
+  options.adapter_path = scratch / "adapter.safetensors";
+  save_dms_adapter(options.adapter_path, base, random);
+
+  const Transformer hf = load_dms_model(hf_dir, options);
+  auto gguf = GgufFile::open(fixture_path("llama_gqa.gguf"));
+  ModelConfig config = ModelConfig::from_gguf(*gguf);
+  Weights weights = load_gguf_weights(gguf, config, at::kFloat);
+  apply_dms_options(options, gguf->path(), config, weights);
+  const Transformer from_gguf(std::move(config), std::move(weights));
+
+  const auto tokens = Reference("llama_gqa.ref.safetensors").ids("prompt.3");
+  const std::vector<int64_t> chunks = {250, 1};
+  PagedSequence hf_cache(hf), gguf_cache(from_gguf);
+  AttentionRecorder seen(base.n_layers);
+  const at::Tensor ours = run_chunks(hf, hf_cache, tokens, chunks, &seen);
+  expect_logits_near(run_chunks(from_gguf, gguf_cache, tokens, chunks), ours, 1e-4, "GGUF vs safetensors base");
+  const double flagged = (seen.logits() > 0).to(at::kFloat).mean().item<double>();
+  EXPECT_GT(flagged, 0.1);
+  EXPECT_LT(flagged, 0.9);
+  DenseSequence dense(hf);
+  EXPECT_GT((run_chunks(hf, dense, tokens, chunks) - ours).abs().max().item<double>(), 0.1);
 }
 
 TEST(DmsAdapter, AdapterModeWithoutDecisionHeadsIsRefused) {
