@@ -130,6 +130,21 @@ TEST_P(DmsGolden, DisabledEvictionMatchesTheReferenceAndTheDensePath) {
       << "eviction does not change this reference, so it cannot tell eviction from none";
 }
 
+// bf16 compute and KV: the first layer's decision logits depend on the tokens alone, so they
+// must match the fp32 reference to bf16 precision whatever the later evictions do. bf16 rounds
+// each activation by up to 4e-3 relative, and the logit is 100 x one of them (Mode A: after a
+// projection and a norm in bf16): measured worst case 9.5e-3 of the largest logit (Mode A),
+// bound 3e-2; reading the wrong channel or head moves logits by about the largest logit.
+TEST_P(DmsGolden, Bf16ComputeReadsTheSameFirstLayerDecisions) {
+  const Transformer model = load_dms_model(dir(), {}, at::kBFloat16);
+  const DmsReference r = ref();
+  PagedSequence cache(model);
+  AttentionRecorder seen(model.config().n_layers);
+  const at::Tensor logits = run_chunks(model, cache, r.sequence(), {static_cast<int64_t>(r.ids("prompt").size()), 1}, &seen);
+  EXPECT_TRUE(logits.isfinite().all().item<bool>());
+  expect_logits_near(seen.logits()[0], r.tensor("decision_logits")[0], 3e-2, GetParam() + " bf16 layer 0 decision logits");
+}
+
 INSTANTIATE_TEST_SUITE_P(Golden, DmsGolden, ::testing::ValuesIn(kDmsModels),
                          [](const auto& info) { return info.param; });
 
