@@ -1,17 +1,18 @@
-// DMS decision heads in our forward, run over the engine's DMS cache, against the reference DMS
-// forward on transformers' Qwen3 (tests/reference/make_dms_fixtures.py): tiny random checkpoints
-// in Mode A (laid out like the released Qwen3-8B-DMS-8x) and Mode B (per head and per layer),
-// a 20-token prompt and 200 greedy tokens at window 16, so keys are flagged and dropped during
-// the prompt and throughout the generation.
+// DMS decision heads in our forward, run over the paged cache (the engine's path), against the
+// reference DMS forward on transformers' Qwen3 (tests/reference/make_dms_fixtures.py): tiny
+// random checkpoints in Mode A (laid out like the released Qwen3-8B-DMS-8x) and Mode B (per head
+// and per layer), a 20-token prompt and 200 greedy tokens at window 16, so keys are flagged and
+// dropped during the prompt and throughout the generation.
 //
 // Tolerances (fp32 on both sides; only the summation order differs):
-//   logits           max |ours - ref| <= 1e-4 * max(1, max |ref|), as in test_model_forward.cpp.
-//   decision logits  max |ours - ref| <= 1e-5 * max(1, max |ref|): a logit is 100 x a unit-scale
-//                    activation, whose rounding differences are ~1e-7; measured worst case ~4e-7
-//                    of the largest logit. Their signs, which decide evictions, must agree
-//                    everywhere (the generator keeps every |logit| above 1e-2).
-//   queries          max |ours - ref| <= 1e-5 * max(1, max |ref|); the channels Mode A borrows
-//                    must be exactly 0.
+//   logits           max |ours - ref| <= 1e-4 * max(1, max |ref|), as in test_model_forward.cpp;
+//                    measured worst case 1.2e-6 of the largest logit.
+//   decision logits  max |ours - ref| <= 3e-5 * max(1, max |ref|): a logit is 100 x a unit-scale
+//                    activation; measured worst case 1.4e-6 of the largest logit (5e-4 in
+//                    absolute terms). Their signs, which decide evictions, must agree everywhere
+//                    (the generator keeps every |logit| above 1e-2).
+//   queries          max |ours - ref| <= 3e-5 * max(1, max |ref|), measured 1.3e-6; the channels
+//                    Mode A borrows must be exactly 0.
 // A wrongly shifted decision, a missing zeroing, the wrong head or a window off by one moves
 // logits by far more (the generator checks that eviction changes the logits by over 0.1).
 #include <gtest/gtest.h>
@@ -23,8 +24,8 @@ namespace dms::test {
 namespace {
 
 constexpr double kLogitRel = 1e-4;
-constexpr double kDecisionRel = 1e-5;
-constexpr double kQueryRel = 1e-5;
+constexpr double kDecisionRel = 3e-5;
+constexpr double kQueryRel = 3e-5;
 
 // After the last step, before query N (the tokens seen), each (layer, KV head) holds exactly the
 // keys the reference's decisions leave visible: key j unless the logit at j + 1 flagged it and
