@@ -86,6 +86,16 @@ std::string Args::help() const {
   return out;
 }
 
+void Args::set(const std::string& name, const std::string& value) {
+  spec(name);
+  values_[name] = {value};
+}
+
+void Args::unset(const std::string& name) {
+  spec(name);
+  values_.erase(name);
+}
+
 bool Args::has(const std::string& name) const {
   spec(name);
   return values_.count(name) > 0;

@@ -7,5 +7,6 @@ namespace dms::cli {
 int run_generate(int argc, char** argv);
 int run_chat(int argc, char** argv);
 int run_info(int argc, char** argv);
+int run_bench(int argc, char** argv);
 
 }  // namespace dms::cli

@@ -144,7 +144,7 @@ std::unique_ptr<PagedKVCache> make_cache_from_args(const Args& args, const Model
   }
 
   PagedCacheOptions co;
-  co.kv_dtype = parse_dtype(args.str("kv-dtype"), "kv-dtype", true);
+  co.kv_dtype = kv_dtype_from_args(args);
   co.block_size = args.integer("block-size");
   if (co.block_size < 1) throw UsageError("--block-size: must be at least 1");
   int64_t bytes;
@@ -160,6 +160,8 @@ std::unique_ptr<PagedKVCache> make_cache_from_args(const Args& args, const Model
   if (co.blocks_per_layer < 1) throw UsageError("--kv-memory: " + human_bytes(static_cast<double>(bytes)) + " holds no block");
   return std::make_unique<PagedKVCache>(c, co, std::move(policy));
 }
+
+at::ScalarType kv_dtype_from_args(const Args& args) { return parse_dtype(args.str("kv-dtype"), "kv-dtype", true); }
 
 std::string describe_policy(const Args& args, const Model& model) {
   const std::string name = policy_name(args, model);

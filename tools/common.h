@@ -27,6 +27,8 @@ GenerationParams generation_params_from_args(const Args& args, const Model& mode
 // for `sequences` dense sequences of `tokens` tokens each.
 std::unique_ptr<PagedKVCache> make_cache_from_args(const Args& args, const Model& model, int64_t sequences,
                                                    int64_t tokens);
+// --kv-dtype as a scalar type.
+at::ScalarType kv_dtype_from_args(const Args& args);
 // "dms, window 512" / "h2o, budget 8x" ...: what the cache does, for reports.
 std::string describe_policy(const Args& args, const Model& model);
 

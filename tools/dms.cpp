@@ -18,6 +18,7 @@ constexpr Subcommand kSubcommands[] = {
     {"generate", dms::cli::run_generate, "continue a prompt (argument or stdin), streaming the text"},
     {"chat", dms::cli::run_chat, "talk with a model, turn by turn, using its chat template"},
     {"info", dms::cli::run_info, "describe a checkpoint: architecture, size, KV bytes per token"},
+    {"bench", dms::cli::run_bench, "decode speed and KV memory of cache policies over contexts and batches"},
 };
 
 void print_usage(FILE* out) {

@@ -143,7 +143,7 @@ void PagedKVCache::check_attend_args(int64_t layer, const at::Tensor& q, const a
   if (layer < 0 || layer >= n_layers_) fail("kv cache", "attend: layer " + str(layer) + " out of range");
   if (pending_[layer].attended) fail("kv cache", "attend: layer " + str(layer) + " twice in one step");
   const std::vector<int64_t> q_shape{step_rows_, n_heads_, head_dim_}, kv_shape{step_rows_, n_kv_, head_dim_};
-  if (q.sizes() != q_shape || k.sizes() != kv_shape || v.sizes() != kv_shape)
+  if ((q.defined() && q.sizes() != q_shape) || k.sizes() != kv_shape || v.sizes() != kv_shape)
     fail("kv cache", "attend: expected q [" + str(step_rows_) + ", " + str(n_heads_) + ", " + str(head_dim_) +
                          "] and k, v [" + str(step_rows_) + ", " + str(n_kv_) + ", " + str(head_dim_) + "]");
   if (logits.defined() && logits.sizes() != std::vector<int64_t>{step_rows_, n_kv_})
@@ -153,6 +153,16 @@ void PagedKVCache::check_attend_args(int64_t layer, const at::Tensor& q, const a
 at::Tensor PagedKVCache::attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                 const at::Tensor& evict_logits) {
   check_attend_args(layer, q, k, v, evict_logits);
+  return record(layer, q, k, v, evict_logits);
+}
+
+void PagedKVCache::store(int64_t layer, const at::Tensor& k, const at::Tensor& v, const at::Tensor& evict_logits) {
+  check_attend_args(layer, at::Tensor(), k, v, evict_logits);
+  record(layer, at::Tensor(), k, v, evict_logits);
+}
+
+at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& evict_logits) {
   PendingLayer& pending = pending_[layer];
   const at::Tensor keys = k.to(options_.kv_dtype).contiguous(), values = v.to(options_.kv_dtype).contiguous();
   const at::Tensor logits = evict_logits.defined() ? evict_logits.to(at::kFloat).contiguous() : at::Tensor();
@@ -190,8 +200,9 @@ at::Tensor PagedKVCache::attend(int64_t layer, const at::Tensor& q, const at::Te
                                     mass ? d.mass_last.data() : nullptr};
     }
   });
-  const at::Tensor out = cpu::paged_attention(q.to(at::kFloat).contiguous(), pools_[layer]->keys(),
-                                              pools_[layer]->values(), keys, values, items);
+  const at::Tensor out = q.defined() ? cpu::paged_attention(q.to(at::kFloat).contiguous(), pools_[layer]->keys(),
+                                                            pools_[layer]->values(), keys, values, items)
+                                     : at::Tensor();
   at::parallel_for(0, static_cast<int64_t>(decisions.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
       policy_->after_attention(head_step(step_[i / n_kv_], layer, i % n_kv_, lp), decisions[i]);
@@ -200,7 +211,7 @@ at::Tensor PagedKVCache::attend(int64_t layer, const at::Tensor& q, const at::Te
   pending.v = values;
   pending.decisions = std::move(decisions);
   pending.attended = true;
-  return out.to(q.scalar_type());
+  return q.defined() ? out.to(q.scalar_type()) : out;
 }
 
 void PagedKVCache::end_step() {

@@ -116,6 +116,10 @@ class PagedKVCache : public AttentionBackend {
   // Every layer once per step, in any order. Nothing is stored until end_step.
   at::Tensor attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                     const at::Tensor& evict_logits) override;
+  // Records a layer's keys and values for the step like attend, without computing attention:
+  // for contexts restored or synthesised rather than run (benchmarks start from long ones).
+  // Policies that weigh attention see none for these keys.
+  void store(int64_t layer, const at::Tensor& k, const at::Tensor& v, const at::Tensor& evict_logits);
   // Stores the keys each policy kept and frees the slots no later query sees. Throws Error,
   // changing nothing, if a layer was not attended.
   void end_step();
@@ -156,6 +160,9 @@ class PagedKVCache : public AttentionBackend {
   HeadStep head_step(const StepEntry& e, int64_t layer, int64_t g, const float* logits) const;
   void check_attend_args(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const at::Tensor& evict_logits) const;
+  // attend and store: the policy's decisions for the layer, with attention when q is defined.
+  at::Tensor record(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                    const at::Tensor& evict_logits);
 
   int64_t n_layers_, n_heads_, n_kv_, head_dim_;
   PagedCacheOptions options_;
