@@ -61,10 +61,10 @@ struct Scratch {
   std::vector<float> k, v, scores;
   std::vector<int32_t> pos, evict_at;
   std::vector<uint8_t> visible;
-  void reserve(int64_t rows, int64_t dim) {
+  void reserve(int64_t rows, int64_t dim, int64_t group) {
     k.resize(rows * dim);
     v.resize(rows * dim);
-    scores.resize(rows);
+    scores.resize(rows * group);
     pos.resize(rows);
     evict_at.resize(rows);
     visible.resize(rows);
@@ -157,6 +157,20 @@ class Kernel {
     return t;
   }
 
+  // Asks for cached tile `index`'s keys and values ahead of use: blocks lie anywhere in the
+  // pool, so the hardware prefetcher cannot guess the next one.
+  void prefetch(const AttentionItem& it, int64_t index) const {
+    if (index >= cached_tiles(it)) return;
+    const int64_t first = index * s_.block_size, n = std::min(s_.block_size, it.n_cached - first);
+    const int64_t offset = static_cast<int64_t>(it.blocks[index]) * s_.block_size * s_.dim;
+    const auto* k = reinterpret_cast<const char*>(pool_k_ + offset);
+    const auto* v = reinterpret_cast<const char*>(pool_v_ + offset);
+    for (int64_t byte = 0; byte < n * s_.dim * static_cast<int64_t>(sizeof(E)); byte += 64) {
+      __builtin_prefetch(k + byte);
+      __builtin_prefetch(v + byte);
+    }
+  }
+
   // Which keys of `t` query t_q sees; false when none.
   static bool visibility(const TileView& t, int64_t query_pos, Scratch& sc) {
     bool any = false;
@@ -171,22 +185,32 @@ class Kernel {
     return q_ + ((it.row0 + t) * s_.n_heads + it.kv_head * s_.group + h) * s_.dim;
   }
 
+  // Scores of query q's G heads against the tile's keys, scaled, -inf where hidden:
+  // sc.scores[h * t.n + j].
+  void scores(const AttentionItem& it, const TileView& t, int64_t q, bool all_visible, Scratch& sc) const {
+    const int64_t D = s_.dim, G = s_.group, n = t.n;
+    const float* qv = query(it, q, 0);
+    for (int64_t h = 0; h < G; ++h) {
+      float* out = sc.scores.data() + h * n;
+      dot_rows(qv + h * D, t.k, t.stride, n, D, out);
+      for (int64_t j = 0; j < n; ++j) out[j] = all_visible || sc.visible[j] ? out[j] * s_.scale : kNegInf;
+    }
+  }
+
   // Folds tiles [begin, end) of `it` into `p`.
   void accumulate(const AttentionItem& it, int64_t begin, int64_t end, Partial& p, Scratch& sc) const {
     const int64_t D = s_.dim, G = s_.group;
     for (int64_t index = begin; index < end; ++index) {
+      if (index + 1 < end) prefetch(it, index + 1);
       const TileView t = tile(it, index, sc);
       for (int64_t q = t.first_query; q < it.n_queries; ++q) {
         if (!t.all_visible && !visibility(t, it.first_pos + q, sc)) continue;
+        scores(it, t, q, t.all_visible, sc);
         for (int64_t h = 0; h < G; ++h) {
           const int64_t r = q * G + h;
-          const float* qv = query(it, q, h);
+          float* w = sc.scores.data() + h * t.n;
           float tile_max = kNegInf;
-          for (int64_t j = 0; j < t.n; ++j) {
-            const bool seen = t.all_visible || sc.visible[j];
-            sc.scores[j] = seen ? dot(qv, t.k + j * t.stride, D) * s_.scale : kNegInf;
-            tile_max = std::max(tile_max, sc.scores[j]);
-          }
+          for (int64_t j = 0; j < t.n; ++j) tile_max = std::max(tile_max, w[j]);
           const float new_max = std::max(p.max[r], tile_max);
           float* acc = p.acc.data() + r * D;
           if (new_max > p.max[r]) {
@@ -195,12 +219,11 @@ class Kernel {
             scale_in_place(acc, rescale, D);
             p.max[r] = new_max;
           }
-          for (int64_t j = 0; j < t.n; ++j) {
-            if (sc.scores[j] == kNegInf) continue;
-            const float w = std::exp(sc.scores[j] - new_max);
-            p.sum[r] += w;
-            axpy(acc, w, t.v + j * t.stride, D);
-          }
+          exp_shifted(w, new_max, t.n);
+          float sum = 0;
+          for (int64_t j = 0; j < t.n; ++j) sum += w[j];
+          p.sum[r] += sum;
+          add_weighted_rows(acc, w, t.v, t.stride, t.n, D);
         }
       }
     }
@@ -209,19 +232,20 @@ class Kernel {
   // Adds the final weights (row maxima `max`, normalisers `sum`) of tiles [begin, end).
   void add_mass(const AttentionItem& it, int64_t begin, int64_t end, const float* max, const float* sum,
                 Scratch& sc) const {
-    const int64_t D = s_.dim, G = s_.group;
+    const int64_t G = s_.group;
     for (int64_t index = begin; index < end; ++index) {
       const TileView t = tile(it, index, sc);
       for (int64_t q = t.first_query; q < it.n_queries; ++q) {
         if (!t.all_visible && !visibility(t, it.first_pos + q, sc)) continue;
+        scores(it, t, q, t.all_visible, sc);
         for (int64_t h = 0; h < G; ++h) {
           const int64_t r = q * G + h;
-          const float* qv = query(it, q, h);
+          float* w = sc.scores.data() + h * t.n;
+          exp_shifted(w, max[r], t.n);
           for (int64_t j = 0; j < t.n; ++j) {
-            if (!t.all_visible && !sc.visible[j]) continue;
-            const float w = std::exp(dot(qv, t.k + j * t.stride, D) * s_.scale - max[r]) / sum[r];
-            if (it.mass_sum) it.mass_sum[t.mass_index + j] += w;
-            if (it.mass_last && q == it.n_queries - 1) it.mass_last[t.mass_index + j] += w;
+            const float weight = w[j] / sum[r];
+            if (it.mass_sum) it.mass_sum[t.mass_index + j] += weight;
+            if (it.mass_last && q == it.n_queries - 1) it.mass_last[t.mass_index + j] += weight;
           }
         }
       }
@@ -346,7 +370,7 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
     const Unit& unit = units[u];
     const AttentionItem& it = items[unit.item];
     Scratch sc;
-    sc.reserve(kernel.scratch_rows(), D);
+    sc.reserve(kernel.scratch_rows(), D, G);
     if (unit.blas) {
       kernel.blas(it, od, sc);
       return;
@@ -393,7 +417,7 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
       const AttentionItem& it = items[unit.item];
       if (unit.blas || (!it.mass_sum && !it.mass_last)) return;
       Scratch sc;
-      sc.reserve(kernel.scratch_rows(), D);
+      sc.reserve(kernel.scratch_rows(), D, G);
       const Partial& f = finals[unit.item];
       kernel.add_mass(it, unit.begin, unit.end, f.max.data(), f.sum.data(), sc);
     });
