@@ -166,6 +166,69 @@ class Generate(unittest.TestCase):
                     self.assertNotIn("terminate called", r.stderr)
 
 
+class Cache(unittest.TestCase):
+    """The paged cache's policies, batching and reports, through the command line."""
+
+    def test_forced_dms_eviction_reports_compression_and_draws_a_map(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            png = os.path.join(tmp, "map.png")
+            r = dms("generate", *GREEDY, "--max-tokens", "96", "--policy", "dms", "--force-evict", "0.875",
+                    "--dms-window", "16", "--kv-map", png, "Once upon a time")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            report = [line for line in r.stderr.splitlines() if line.startswith("KV cache (dms")][0]
+            cr = float(report.split("compression ratio ")[1].split(" ")[0])
+            evicted = float(report.split("eviction fraction ")[1].split(" ")[0])
+            # 100 tokens, 16 always in the window, 7/8 of the rest flagged: about 100 / (16 + 84/8).
+            self.assertGreater(cr, 2.5)
+            self.assertAlmostEqual(evicted, 0.875, delta=0.08)
+            with open(png, "rb") as f:
+                self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+    def test_parallel_samples_and_lines(self):
+        r = dms("generate", "--temperature", "0.8", "--seed", "5", "--max-tokens", "8", "--parallel", "3",
+                "Once upon a time")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for i in range(3):
+            self.assertIn(f"=== {i} ===", r.stdout)
+        self.assertIn("3 sequences, 3 at a time", r.stderr)
+        # One sequence per line, two at a time; greedy, so each equals its own single run.
+        lines = "The capital of France is\nThe three primary colors are\nOnce upon a time\n"
+        batched = dms("generate", *GREEDY, "--max-tokens", "12", "--parallel", "2", "--lines", stdin=lines)
+        self.assertEqual(batched.returncode, 0, batched.stderr)
+        for i, prompt in enumerate(lines.splitlines()):
+            single = dms("generate", *GREEDY, "--max-tokens", "12", prompt)
+            part = batched.stdout.split(f"=== {i} ===\n")[1].split("\n=== ")[0].rstrip("\n")
+            self.assertEqual(part, single.stdout.rstrip("\n"), prompt)
+
+    def test_baselines_run_within_their_budget(self):
+        for policy in ["streaming", "h2o", "tova"]:
+            r = dms("generate", *GREEDY, "--max-tokens", "80", "--policy", policy, "--budget", "32",
+                    "Once upon a time")
+            self.assertEqual(r.returncode, 0, f"{policy}: {r.stderr}")
+            report = [line for line in r.stderr.splitlines() if line.startswith(f"KV cache ({policy}")][0]
+            self.assertGreater(float(report.split("compression ratio ")[1].split(" ")[0]), 2.0, policy)
+
+    def test_cache_usage_errors(self):
+        cases = [
+            (["--policy", "dms"], "has no DMS decision heads"),
+            (["--policy", "h2o"], "exactly one of --target-cr R or --budget N"),
+            (["--policy", "nonsense", "--budget", "8"], "--policy"),
+            (["--force-evict", "0.5"], "only meaningful with --policy dms"),
+            (["--kv-dtype", "f8"], "--kv-dtype"),
+            (["--kv-memory", "lots"], "--kv-memory"),
+        ]
+        for extra, message in cases:
+            r = dms("generate", *extra, "hello")
+            self.assertEqual(r.returncode, 2, f"{extra}: {r.stderr}")
+            self.assertIn(message, r.stderr, extra)
+
+    def test_too_small_a_cache_ends_the_sequence_cleanly(self):
+        r = dms("generate", *GREEDY, "--max-tokens", "64", "--kv-memory", "200KiB", "--block-size", "4",
+                "Once upon a time")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("stopped: kv cache full", r.stderr)
+
+
 class Chat(unittest.TestCase):
     def test_two_turns_match_transformers(self):
         first, second = "What is the capital of France?", "And of Italy?"
