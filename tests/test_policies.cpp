@@ -204,9 +204,10 @@ TEST(Policies, EveryPolicyKeepsItsBudgetAndProtectedKeysAndAttendsExactlyWhatItK
             const std::set<int32_t> kept(live.begin(), live.end());
             ASSERT_EQ(kept.size(), live.size());
             ASSERT_TRUE(live.empty() || (live.front() >= 0 && live.back() < seen));
-            for (int64_t p = 0; p < seen; ++p) {
-              if (pc.protects(p, seen)) ASSERT_TRUE(kept.count(static_cast<int32_t>(p))) << "protected key " << p;
-            }
+            for (int64_t p = 0; p < seen; ++p)
+              if (pc.protects(p, seen)) {
+                ASSERT_TRUE(kept.count(static_cast<int32_t>(p))) << "protected key " << p;
+              }
             ASSERT_EQ(static_cast<int64_t>(d.cache().head(id, l, g).blocks().size()),
                       (static_cast<int64_t>(live.size()) + block - 1) / block);
           }

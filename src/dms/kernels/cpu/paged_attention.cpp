@@ -171,7 +171,7 @@ class Kernel {
     }
   }
 
-  // Which keys of `t` query t_q sees; false when none.
+  // Which keys of `t` the query at query_pos sees (sc.visible); false when none.
   static bool visibility(const TileView& t, int64_t query_pos, Scratch& sc) {
     bool any = false;
     for (int64_t j = 0; j < t.n; ++j) {
@@ -381,7 +381,6 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
 
   // Merge each item's pieces into its output rows; keep the final maxima and sums for the
   // attention-mass pass.
-  bool want_mass = false;
   std::vector<Partial> finals(items.size());
   at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
@@ -410,6 +409,7 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
       }
     }
   });
+  bool want_mass = false;
   for (const auto& it : items) want_mass |= it.mass_sum != nullptr || it.mass_last != nullptr;
   if (want_mass) {
     run_units(units, [&](int64_t u) {
