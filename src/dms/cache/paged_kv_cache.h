@@ -32,11 +32,12 @@ namespace dms {
 
 // Slots per block. A head holds at most one partly filled block, so smaller blocks waste less
 // memory; the kernel works block by block, so tiny blocks pay more per-block overhead, and
-// large ones were slower too (its per-block fp32 buffers take more of the L1 cache). Decode step of one layer
-// (SmolLM2-135M attention: 3 KV heads, G = 3, D = 64; 16 sequences; 2 threads; best of 20-40
-// steps), block sizes 8 / 16 / 32 / 64:
-//   DMS (forced 7/8, window 512) at 8K tokens, bf16 KV: 4.6 / 4.2 / 5.0 / 5.1 ms
-//   dense at 4K tokens, bf16 KV:                        11.3 / 10.4 / 12.6 / 15.2 ms
+// large ones were slower too (its per-block fp32 buffers take more of the L1 cache). Median
+// whole-model decode step, SmolLM2-135M, 16 sequences, bf16 KV, 2 threads, block sizes
+// 8 / 16 / 32 / 64 (dms bench --batches 16 --block-size N --steps 4 --repeats 3 and):
+//   --policies dms --force-evict 0.875 --dms-window 512 --contexts 8192:
+//       236 / 235 / 252 / 271 ms, KV held 519 / 520 / 523 / 529 MiB
+//   --policies dense --contexts 4096:  503 / 431 / 571 / 553 ms
 // 16 is the fastest and costs at most 16 slots per (sequence, layer, KV head).
 constexpr int64_t kDefaultBlockSize = 16;
 
