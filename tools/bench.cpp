@@ -51,55 +51,65 @@ struct Measurement {
   double compression_ratio = 1;
 };
 
-// Fills `batch` sequences with `context` tokens of synthetic keys and values (the same random
-// rows for every layer and sequence: content does not change the cost), as the cache would
-// hold them after a prefill under its policy, then times decode steps of the whole model.
-Measurement measure(const Model& model, const Args& args, const std::string& policy, int64_t context, int64_t batch,
-                    int64_t steps, int64_t repeats) {
+// One policy's cache holding `batch` sequences of `context` tokens of synthetic keys and
+// values (the same random rows for every layer and sequence: content does not change the
+// cost), as the cache would hold them after a prefill under its policy.
+struct Contender {
+  std::unique_ptr<PagedKVCache> cache;
+  std::vector<StepSequence> step;
+  Measurement m;
+};
+
+Contender fill(const Model& model, const Args& args, const std::string& policy, int64_t context, int64_t batch,
+               int64_t decode_steps) {
   const ModelConfig& c = model.info.config;
   Args cache_args = args;
   cache_args.set("policy", policy);
   if (policy != "dms") cache_args.unset("force-evict");
-  auto cache = make_cache_from_args(cache_args, model, batch, context + steps * repeats + 2);
+  Contender x;
+  x.cache = make_cache_from_args(cache_args, model, batch, context + decode_steps + 1);
   const int64_t chunk = std::min<int64_t>(context, 1024);
-  const auto dtype = cache->options().kv_dtype;
+  const auto dtype = x.cache->options().kv_dtype;
   const at::Tensor k = at::randn({chunk, c.n_kv_heads, c.head_dim}).to(dtype);
   const at::Tensor v = at::randn({chunk, c.n_kv_heads, c.head_dim}).to(dtype);
-  std::vector<SequenceId> seqs;
   for (int64_t b = 0; b < batch; ++b) {
-    const SequenceId id = cache->add_sequence();
-    seqs.push_back(id);
+    const SequenceId id = x.cache->add_sequence();
+    x.step.push_back({id, 1});
     for (int64_t done = 0; done < context; done += chunk) {
       const int64_t n = std::min(chunk, context - done);
-      cache->begin_step({{id, n}});
-      for (int64_t l = 0; l < c.n_layers; ++l) cache->store(l, k.narrow(0, 0, n), v.narrow(0, 0, n), at::Tensor());
-      cache->end_step();
+      x.cache->begin_step({{id, n}});
+      for (int64_t l = 0; l < c.n_layers; ++l) x.cache->store(l, k.narrow(0, 0, n), v.narrow(0, 0, n), at::Tensor());
+      x.cache->end_step();
     }
   }
-  Measurement m;
-  m.policy = policy;
-  m.context = context;
-  m.batch = batch;
-  const CacheStats filled = cache->stats();
-  m.kv_bytes = filled.bytes_held;
-  m.dense_bytes = filled.dense_bytes;
-  m.compression_ratio = filled.compression_ratio;
+  const CacheStats filled = x.cache->stats();
+  x.m = Measurement{policy, context, batch, {}, filled.bytes_held, filled.dense_bytes, filled.compression_ratio};
+  return x;
+}
 
-  std::vector<StepSequence> step;
-  for (SequenceId id : seqs) step.push_back({id, 1});
-  const at::Tensor tokens = at::randint(c.vocab_size, {batch}, at::kLong);
-  auto decode = [&] {
-    cache->begin_step(step);
-    model.transformer->logits(model.transformer->forward(tokens, cache->step_positions(), *cache));
-    cache->end_step();
+// Whole-model decode steps, every sequence one token. The policies take turns, `steps` at a
+// time, so that whatever else the machine does falls on all of them alike.
+std::vector<Measurement> measure(const Model& model, const Args& args, const std::vector<std::string>& policies,
+                                 int64_t context, int64_t batch, int64_t steps, int64_t repeats) {
+  std::vector<Contender> contenders;
+  for (const auto& policy : policies) contenders.push_back(fill(model, args, policy, context, batch, steps * repeats + 1));
+  const at::Tensor tokens = at::randint(model.info.config.vocab_size, {batch}, at::kLong);
+  auto decode = [&](Contender& x) {
+    x.cache->begin_step(x.step);
+    model.transformer->logits(model.transformer->forward(tokens, x.cache->step_positions(), *x.cache));
+    x.cache->end_step();
   };
-  decode();  // warm-up: first-touch of new pages, thread pool start
-  for (int64_t r = 0; r < repeats * steps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    decode();
-    m.step_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return m;
+  for (auto& x : contenders) decode(x);  // warm-up: first touch of new pages, thread pool start
+  for (int64_t r = 0; r < repeats; ++r)
+    for (auto& x : contenders)
+      for (int64_t s = 0; s < steps; ++s) {
+        const auto t0 = std::chrono::steady_clock::now();
+        decode(x);
+        x.m.step_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+  std::vector<Measurement> out;
+  for (auto& x : contenders) out.push_back(std::move(x.m));
+  return out;
 }
 
 }  // namespace
@@ -109,7 +119,8 @@ int run_bench(int argc, char** argv) {
             "Decode step time and KV cache memory for each policy over contexts and batch sizes, measured\n"
             "side by side in one run. Each sequence's context is stored as synthetic keys and values, as the\n"
             "policy would keep them after a prefill, then whole-model decode steps are timed (all sequences\n"
-            "one token each). Prints median and spread per setting and the ratios against the first policy.");
+            "one token each), the policies taking turns. Prints median and spread per setting and the ratios\n"
+            "against the first policy.");
   add_model_options(args);
   add_cache_options(args);
   args.option("contexts", "LIST", "context lengths", "1024,2048,4096,8192,16384")
@@ -117,7 +128,7 @@ int run_bench(int argc, char** argv) {
       .option("policies", "LIST", "policies to compare; the first is the reference", "dense,dms")
       .option("steps", "N", "timed decode steps per repeat", "4")
       .option("repeats", "N", "repeats of the timed steps", "3")
-      .option("max-dense-kv", "BYTES", "skip settings whose dense KV would exceed this", "12GiB")
+      .option("max-dense-kv", "BYTES", "skip settings whose dense KV would exceed this", "11.5GiB")
       .option("json", "FILE", "write the measurements as JSON");
   if (!args.parse(argc, argv)) return 0;
   const auto contexts = parse_list(args.str("contexts"), "contexts");
@@ -144,17 +155,15 @@ int run_bench(int argc, char** argv) {
                     static_cast<long long>(batch), human_bytes(static_cast<double>(dense)).c_str());
         continue;
       }
-      std::vector<Measurement> row;
-      for (const auto& policy : policies) {
-        row.push_back(measure(model, args, policy, context, batch, steps, repeats));
-        const Measurement& m = row.back();
+      const std::vector<Measurement> row = measure(model, args, policies, context, batch, steps, repeats);
+      const Measurement& ref = row.front();
+      for (const Measurement& m : row) {
         const double med = median(m.step_ms);
         const auto [lo, hi] = std::minmax_element(m.step_ms.begin(), m.step_ms.end());
         char spread[48];
         std::snprintf(spread, sizeof spread, "[%.1f, %.1f]", *lo, *hi);
-        const Measurement& ref = row.front();
         std::printf("%8lld %6lld %-10s %12.1f %20s %12s %8.2f %9.2fx %9.2fx\n", static_cast<long long>(context),
-                    static_cast<long long>(batch), policy.c_str(), med, spread,
+                    static_cast<long long>(batch), m.policy.c_str(), med, spread,
                     human_bytes(static_cast<double>(m.kv_bytes)).c_str(), m.compression_ratio,
                     static_cast<double>(ref.kv_bytes) / static_cast<double>(m.kv_bytes), median(ref.step_ms) / med);
         std::fflush(stdout);
