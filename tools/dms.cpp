@@ -19,6 +19,7 @@ constexpr Subcommand kSubcommands[] = {
     {"chat", dms::cli::run_chat, "talk with a model, turn by turn, using its chat template"},
     {"info", dms::cli::run_info, "describe a checkpoint: architecture, size, KV bytes per token"},
     {"bench", dms::cli::run_bench, "decode speed and KV memory of cache policies over contexts and batches"},
+    {"gen-data", dms::cli::run_gen_data, "write a training corpus of the model's own replies to a prompt set"},
 };
 
 void print_usage(FILE* out) {

@@ -1,0 +1,249 @@
+"""End-to-end tests of `dms gen-data` on the default model.
+
+Greedy replies are checked against transformers' own greedy decoding of the chat-rendered
+prompt (its GGUF loader, dequantized to fp32); the held-out split against a re-derivation of the
+documented hash in Python; resuming against a fresh run; bad input against the exit status and
+the message.
+
+Run: python tests/cli/test_gen_data.py  (env: DMS_BIN = the dms binary, DMS_DEFAULT_MODEL = the GGUF)
+"""
+import json
+import os
+import subprocess
+import tempfile
+import unittest
+
+DMS = os.environ.get("DMS_BIN", "build/dms")
+MODEL = os.environ["DMS_DEFAULT_MODEL"]
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FAST = ["--threads", "2", "--parallel", "2", "--kv-dtype", "f32"]
+
+PROMPTS = [
+    {"id": "sum", "category": "arithmetic", "prompt": "What is 17 + 25? Answer step by step."},
+    {"id": "sky", "prompt": "Why is the sky blue?"},
+    {"id": "poem", "category": "poem", "prompt": "Write two lines about rain.",
+     "system": "You are a poet who answers briefly."},
+    {"id": "code", "prompt": "Write a Python function that adds two numbers."},
+]
+
+
+def dms(*args):
+    return subprocess.run([DMS, *args], capture_output=True, text=True, timeout=600)
+
+
+def write_jsonl(path, records):
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def by_key(records):
+    return {(r["id"], r["sample"]): r for r in records}
+
+
+def split_hash(key):
+    """FNV-1a 64 of the UTF-8 bytes, then the splitmix64 finaliser (src/dms/train/data_documents.h)."""
+    mask = (1 << 64) - 1
+    h = 0xCBF29CE484222325
+    for b in key.encode("utf-8"):
+        h = ((h ^ b) * 0x100000001B3) & mask
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) & mask
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) & mask
+    h ^= h >> 31
+    return h
+
+
+def held_out(key, fraction):
+    return (split_hash(key) >> 11) * 2.0 ** -53 < fraction
+
+
+class Reference:
+    """transformers' reading of the default GGUF, loaded once."""
+    _loaded = None
+
+    @classmethod
+    def reply(cls, messages, n):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        if cls._loaded is None:
+            d, f = os.path.split(MODEL)
+            tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+            model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+            cls._loaded = (tok, model)
+        tok, model = cls._loaded
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)
+        return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=False).split("<|im_end|>")[0]
+
+
+class GenData(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.prompts = self.path("prompts.jsonl")
+        write_jsonl(self.prompts, PROMPTS)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def run_ok(self, *args):
+        r = dms("gen-data", "--prompts", self.prompts, *FAST, *args)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r
+
+    def test_greedy_replies_match_transformers(self):
+        out = self.path("out.jsonl")
+        r = self.run_ok("--temperature", "0", "--max-tokens", "16", "--out", out)
+        self.assertIn("tok/s", r.stderr)
+        self.assertIn("ETA", r.stderr)
+        records = read_jsonl(out)
+        self.assertEqual(sorted(x["id"] for x in records), sorted(p["id"] for p in PROMPTS))
+        for p in PROMPTS:
+            rec = next(x for x in records if x["id"] == p["id"])
+            asked = ([{"role": "system", "content": p["system"]}] if "system" in p else []) + \
+                    [{"role": "user", "content": p["prompt"]}]
+            self.assertEqual(rec["messages"][:-1], asked, p["id"])
+            self.assertEqual(rec["messages"][-1]["role"], "assistant")
+            self.assertEqual(rec["messages"][-1]["content"], Reference.reply(asked, 16), p["id"])
+            self.assertEqual(rec["sample"], 0)
+            self.assertEqual(rec.get("category"), p.get("category"))
+            self.assertIn(rec["stop_reason"], ["stop token", "stop string", "max tokens"])
+            self.assertTrue(1 <= rec["reply_tokens"] <= 16)
+
+    def test_resume_skips_written_replies_and_equals_a_fresh_run(self):
+        sampled = ["--temperature", "1.0", "--seed", "7", "--max-tokens", "12", "--samples", "2"]
+        fresh, resumed = self.path("fresh.jsonl"), self.path("resumed.jsonl")
+        self.run_ok(*sampled, "--out", fresh)
+        self.run_ok(*sampled, "--limit", "2", "--out", resumed)
+        with open(resumed, encoding="utf-8") as f:
+            first_part = f.read()
+        self.assertEqual(len(read_jsonl(resumed)), 4)
+        r = self.run_ok(*sampled, "--out", resumed)
+        self.assertIn("4 already written, 4 to generate", r.stderr)
+        with open(resumed, encoding="utf-8") as f:
+            self.assertTrue(f.read().startswith(first_part), "resuming rewrote what was there")
+        self.assertEqual(by_key(read_jsonl(resumed)), by_key(read_jsonl(fresh)))
+        samples = by_key(read_jsonl(fresh))
+        self.assertNotEqual(samples[("sky", 0)]["seed"], samples[("sky", 1)]["seed"])
+
+        before = os.path.getsize(resumed)
+        r = self.run_ok(*sampled, "--out", resumed)
+        self.assertIn("8 already written, 0 to generate", r.stderr)
+        self.assertEqual(os.path.getsize(resumed), before)
+
+    def test_an_unfinished_last_line_is_generated_again(self):
+        args = ["--temperature", "0", "--seed", "3", "--max-tokens", "6"]
+        out = self.path("out.jsonl")
+        self.run_ok(*args, "--out", out)
+        complete = read_jsonl(out)
+        with open(out, encoding="utf-8") as f:
+            lines = f.read().splitlines(keepends=True)
+        with open(out, "w", encoding="utf-8") as f:
+            f.write("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+        r = self.run_ok(*args, "--out", out)
+        self.assertIn("unfinished last line", r.stderr)
+        self.assertEqual(by_key(read_jsonl(out)), by_key(complete))
+
+    def test_held_out_prompts_go_to_their_own_file_by_the_documented_hash(self):
+        ids = [f"p{i}" for i in range(10)]
+        expected = {i for i in ids if held_out(i, 0.4)}
+        self.assertTrue(0 < len(expected) < len(ids), "the ids no longer fall on both sides")
+        write_jsonl(self.prompts, [{"id": i, "prompt": f"Say the number {n}."} for n, i in enumerate(ids)])
+        out, held = self.path("train.jsonl"), self.path("heldout.jsonl")
+        self.run_ok("--temperature", "0", "--max-tokens", "2", "--heldout-fraction", "0.4", "--heldout", held,
+                    "--out", out)
+        self.assertEqual({r["id"] for r in read_jsonl(held)}, expected)
+        self.assertEqual({r["id"] for r in read_jsonl(out)}, set(ids) - expected)
+
+    def test_the_shipped_prompt_set_is_varied_and_found_by_default(self):
+        shipped = read_jsonl(os.path.join(REPO, "data", "prompts.jsonl"))
+        self.assertGreaterEqual(len(shipped), 300)
+        self.assertEqual(len({p["id"] for p in shipped}), len(shipped))
+        self.assertEqual(len({p["prompt"] for p in shipped}), len(shipped))
+        self.assertGreaterEqual(len({p["category"] for p in shipped}), 10)
+        self.assertTrue(all(p["prompt"].strip() for p in shipped))
+        out = self.path("shipped.jsonl")
+        r = dms("gen-data", *FAST, "--temperature", "0", "--max-tokens", "2", "--limit", "3", "--out", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([x["id"] for x in sorted(read_jsonl(out), key=lambda x: x["id"])],
+                         sorted(p["id"] for p in shipped[:3]))
+
+
+class GenDataBadInput(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def test_help(self):
+        r = dms("gen-data", "--help")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("usage: dms gen-data", r.stdout)
+        self.assertIn("gen-data", dms("--help").stdout)
+
+    def test_usage_errors_exit_2_and_name_the_option(self):
+        out = self.path("o.jsonl")
+        cases = [
+            ([], "--out"),
+            (["--out", out, "--policy", "h2o"], "--policy"),
+            (["--out", out, "--samples", "0"], "--samples"),
+            (["--out", out, "--parallel", "0"], "--parallel"),
+            (["--out", out, "--heldout-fraction", "0.5"], "--heldout"),
+            (["--out", out, "--heldout-fraction", "1"], "--heldout-fraction"),
+            (["--out", out, "--heldout-fraction", "0.2", "--heldout", out], "--heldout: must differ"),
+            (["--out", out, "--limit", "0"], "--limit"),
+        ]
+        for args, message in cases:
+            r = dms("gen-data", *args)
+            self.assertEqual(r.returncode, 2, f"{args}: {r.stderr}")
+            self.assertIn(message, r.stderr, args)
+
+    def test_bad_prompt_files_and_outputs_exit_1_naming_file_and_line(self):
+        good = json.dumps({"id": "a", "prompt": "hi"})
+        cases = [
+            ("malformed.jsonl", good + "\n{\"id\": \"b\", \"prompt\": \n", "malformed.jsonl:2: malformed JSON"),
+            ("duplicate.jsonl", good + "\n" + good + "\n", "duplicate.jsonl:2: id 'a' appears twice"),
+            ("no_prompt.jsonl", json.dumps({"id": "a"}) + "\n", "no_prompt.jsonl:1: 'prompt' is missing"),
+            ("no_id.jsonl", json.dumps({"prompt": "hi"}) + "\n", "no_id.jsonl:1: 'id' is missing"),
+            ("empty.jsonl", "", "empty.jsonl: empty file"),
+        ]
+        for name, content, message in cases:
+            with open(self.path(name), "w") as f:
+                f.write(content)
+            r = dms("gen-data", "--prompts", self.path(name), "--out", self.path("o.jsonl"))
+            self.assertEqual(r.returncode, 1, f"{name}: {r.stderr}")
+            self.assertIn(message, r.stderr, name)
+        r = dms("gen-data", "--prompts", self.path("absent.jsonl"), "--out", self.path("o.jsonl"))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("absent.jsonl: cannot read", r.stderr)
+
+        prompts = self.path("prompts.jsonl")
+        with open(prompts, "w") as f:
+            f.write(good + "\n")
+        foreign = self.path("foreign.jsonl")
+        with open(foreign, "w") as f:
+            f.write(json.dumps({"text": "someone else's corpus"}) + "\n")
+        r = dms("gen-data", "--prompts", prompts, "--out", foreign)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("foreign.jsonl:1: not a gen-data record", r.stderr)
+        with open(foreign) as f:
+            self.assertEqual(f.read(), json.dumps({"text": "someone else's corpus"}) + "\n", "the output was changed")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,282 @@
+// dms gen-data: a training corpus sampled from the teacher (the model itself, keeping every key)
+// on a prompt set, written as JSONL conversations that the training data reader takes as they are.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "common.h"
+#include "commands.h"
+#include "dms/train/data_documents.h"
+#include "dms/train/data_jsonl.h"
+
+namespace dms::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Prompt {
+  std::string id, category, system, text;
+};
+
+// data/prompts.jsonl of the source tree the binary was built in (<tree>/<build dir>/dms).
+std::string shipped_prompts_path() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  const fs::path candidate = exe.parent_path().parent_path() / "data" / "prompts.jsonl";
+  if (ec || !fs::is_regular_file(candidate))
+    throw UsageError("--prompts: the shipped prompt set is not next to this binary (looked for " + candidate.string() +
+                     "); pass --prompts FILE");
+  return candidate.string();
+}
+
+std::string optional_string(const nlohmann::json& r, const char* field, const std::string& where) {
+  auto it = r.find(field);
+  if (it == r.end()) return "";
+  if (!it->is_string()) fail(where, std::string("'") + field + "' must be a string");
+  return it->get<std::string>();
+}
+
+// One prompt per line: {"id": "arith-001", "prompt": "...", "category": "...", "system": "..."}.
+std::vector<Prompt> read_prompts(const std::string& path) {
+  std::vector<Prompt> prompts;
+  std::set<std::string> ids;
+  read_jsonl(path, [&](int64_t line, const nlohmann::json& r) {
+    const std::string where = jsonl_where(path, line);
+    if (!r.is_object()) fail(where, "expected a JSON object with 'id' and 'prompt'");
+    Prompt p;
+    p.id = optional_string(r, "id", where);
+    p.text = optional_string(r, "prompt", where);
+    if (p.id.empty()) fail(where, "'id' is missing or empty");
+    if (p.text.empty()) fail(where, "'prompt' is missing or empty");
+    if (!ids.insert(p.id).second) fail(where, "id '" + p.id + "' appears twice");
+    p.category = optional_string(r, "category", where);
+    p.system = optional_string(r, "system", where);
+    prompts.push_back(std::move(p));
+  });
+  if (prompts.empty()) fail(path, "empty file: no prompts");
+  return prompts;
+}
+
+using ReplyKey = std::pair<std::string, int64_t>;  // prompt id, sample
+
+// The replies an earlier run already wrote to `path`. A last line without its newline is what an
+// interrupted write leaves: it is cut off (with a warning) and its reply made again.
+void collect_done(const std::string& path, std::set<ReplyKey>& done) {
+  if (!fs::exists(path)) return;
+  std::string content;
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail(path, "cannot read");
+    content.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  if (!content.empty() && content.back() != '\n') {
+    const size_t keep = content.rfind('\n') == std::string::npos ? 0 : content.rfind('\n') + 1;
+    fs::resize_file(path, keep);
+    std::fprintf(stderr, "gen-data: %s: removed an unfinished last line (an interrupted run); it is generated again\n",
+                 path.c_str());
+  }
+  read_jsonl(path, [&](int64_t line, const nlohmann::json& r) {
+    const std::string where = jsonl_where(path, line);
+    if (!r.is_object() || !r.contains("id") || !r["id"].is_string() || !r.contains("sample") ||
+        !r["sample"].is_number_integer())
+      fail(where, "not a gen-data record (needs a string 'id' and an integer 'sample'); is this the right output file?");
+    done.insert({r["id"].get<std::string>(), r["sample"].get<int64_t>()});
+  });
+}
+
+FILE* open_for_append(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "ab");
+  if (!f) fail(path, std::string("cannot open for writing: ") + std::strerror(errno));
+  return f;
+}
+
+void append_line(FILE* f, const std::string& path, const nlohmann::json& record) {
+  const std::string line = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  if (std::fwrite(line.data(), 1, line.size(), f) != line.size() || std::fflush(f) != 0)
+    fail(path, std::string("write failed: ") + std::strerror(errno));
+}
+
+std::string duration_text(double seconds) {
+  const auto s = static_cast<long long>(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, s / 60 % 60);
+  else if (s >= 60) std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  else std::snprintf(buf, sizeof buf, "%llds", s);
+  return buf;
+}
+
+// A sampling seed per reply, from the run's seed, the prompt id and the sample, so a reply does not
+// depend on which other prompts ran with it (or before an interruption).
+uint64_t reply_seed(uint64_t base, const std::string& id, int64_t sample) {
+  return ((base * 0x9e3779b97f4a7c15ull ^ split_hash(id)) + static_cast<uint64_t>(sample)) & ((1ull << 53) - 1);
+}
+
+}  // namespace
+
+int run_gen_data(int argc, char** argv) {
+  Args args("gen-data", "[options] --out FILE",
+            "Writes a training corpus by sampling the model's own replies to a prompt set, with every key\n"
+            "kept (the teacher of retrofitting). Each line of FILE is {\"id\", \"sample\", \"seed\", \"category\",\n"
+            "\"messages\": [user prompt, assistant reply], \"stop_reason\", \"reply_tokens\"}. Replies already in\n"
+            "FILE (and in the --heldout file) are kept and skipped, so an interrupted run resumes where it\n"
+            "stopped. Progress (replies, tokens/s, ETA) goes to standard error.");
+  add_model_options(args);
+  add_generation_options(args);
+  add_cache_options(args);
+  args.option("prompts", "FILE", "prompt set, JSONL lines {\"id\", \"prompt\", optional \"category\", \"system\"}",
+              "data/prompts.jsonl, shipped with dms")
+      .option("out", "FILE", "output JSONL; appended to when it exists")
+      .option("samples", "N", "replies per prompt, each with its own seed", "1")
+      .option("limit", "N", "use only the first N prompts", "all")
+      .option("heldout-fraction", "F", "send the replies of this share of the prompts (by a stable hash of the id) to --heldout", "0")
+      .option("heldout", "FILE", "output JSONL for the held-out prompts' replies")
+      .option("parallel", "N", "sequences decoded together", "8")
+      .option("step-tokens", "N", "most tokens in one forward (prefill chunk size)", "512");
+  if (!args.parse(argc, argv)) return 0;
+  if (!args.has("out")) throw UsageError("--out: the output file is required");
+  if (args.has("policy") && args.str("policy") != "dense")
+    throw UsageError("--policy: gen-data samples the teacher, which keeps every key; only dense is allowed");
+  args.set("policy", "dense");
+  const int64_t samples = args.integer("samples");
+  if (samples < 1) throw UsageError("--samples: must be at least 1");
+  const int64_t parallel = args.integer("parallel");
+  if (parallel < 1) throw UsageError("--parallel: must be at least 1");
+  const int64_t limit = args.has("limit") ? args.integer("limit") : INT64_MAX;
+  if (limit < 1) throw UsageError("--limit: must be at least 1");
+  const double heldout_fraction = args.number("heldout-fraction");
+  if (!(heldout_fraction >= 0 && heldout_fraction < 1)) throw UsageError("--heldout-fraction: must be in [0, 1)");
+  if ((heldout_fraction > 0) != args.has("heldout"))
+    throw UsageError("--heldout-fraction and --heldout: give both (a share above 0 and its file) or neither");
+  const std::string out_path = args.str("out");
+  const std::string heldout_path = args.has("heldout") ? args.str("heldout") : "";
+  if (!heldout_path.empty() && fs::weakly_canonical(heldout_path) == fs::weakly_canonical(out_path))
+    throw UsageError("--heldout: must differ from --out");
+
+  const std::string prompts_path = args.has("prompts") ? args.str("prompts") : shipped_prompts_path();
+  std::vector<Prompt> prompts = read_prompts(prompts_path);
+  if (limit < static_cast<int64_t>(prompts.size())) prompts.resize(static_cast<size_t>(limit));
+  std::set<ReplyKey> done;
+  collect_done(out_path, done);
+  if (!heldout_path.empty()) collect_done(heldout_path, done);
+
+  FILE* out = open_for_append(out_path);
+  FILE* heldout = heldout_path.empty() ? nullptr : open_for_append(heldout_path);
+  struct Closer {
+    FILE* f;
+    ~Closer() {
+      if (f) std::fclose(f);
+    }
+  } close_out{out}, close_heldout{heldout};
+
+  Model model = load_model_from_args(args);
+  GenerationParams params = generation_params_from_args(args, model);
+  for (const auto& s : model.chat_template.stop_strings()) params.stop_strings.push_back(s);
+
+  struct Job {
+    const Prompt* prompt;
+    int64_t sample;
+    uint64_t seed;
+    std::vector<int32_t> ids;
+  };
+  std::vector<Job> jobs;
+  size_t longest = 0;
+  for (const Prompt& p : prompts) {
+    std::vector<ChatMessage> messages;
+    if (!p.system.empty()) messages.push_back({"system", p.system});
+    messages.push_back({"user", p.text});
+    for (int64_t s = 0; s < samples; ++s) {
+      if (done.count({p.id, s})) continue;
+      // The rendered template carries its own BOS text where the family has one.
+      std::vector<int32_t> ids = model.tokenizer->encode(model.chat_template.render(messages, true), false);
+      longest = std::max(longest, ids.size());
+      jobs.push_back({&p, s, reply_seed(params.sampling.seed, p.id, s), std::move(ids)});
+    }
+  }
+  const int64_t total = static_cast<int64_t>(prompts.size()) * samples;
+  const int64_t already = total - static_cast<int64_t>(jobs.size());
+  std::fprintf(stderr, "gen-data: %lld prompts x %lld samples from %s | %lld already written, %zu to generate\n",
+               static_cast<long long>(prompts.size()), static_cast<long long>(samples), prompts_path.c_str(),
+               static_cast<long long>(already), jobs.size());
+  if (jobs.empty()) return 0;
+
+  const int64_t running = std::min<int64_t>(parallel, static_cast<int64_t>(jobs.size()));
+  auto cache = make_cache_from_args(args, model, running, static_cast<int64_t>(longest) + params.max_tokens);
+  EngineOptions eo;
+  eo.max_running = running;
+  eo.max_step_tokens = args.integer("step-tokens");
+  if (eo.max_step_tokens < 1) throw UsageError("--step-tokens: must be at least 1");
+  Engine engine(model, *cache, eo);
+  std::vector<std::pair<int64_t, const Job*>> pending;  // request id, job
+  for (const Job& job : jobs) {
+    GenerationParams p = params;
+    p.sampling.seed = job.seed;
+    try {
+      pending.push_back({engine.submit(job.ids, p), &job});
+    } catch (const Error& e) {
+      fail(prompts_path + ": prompt '" + job.prompt->id + "'", e.what());
+    }
+  }
+
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto last_report = start - std::chrono::seconds(10);
+  const bool tty = isatty(STDERR_FILENO);
+  int64_t finished = 0, reply_tokens = 0, heldout_replies = 0;
+  while (!engine.idle()) {
+    engine.step();
+    bool wrote = false;
+    for (size_t i = 0; i < pending.size();) {
+      const GenerationResult& r = engine.result(pending[i].first);
+      if (!r.finished) {
+        ++i;
+        continue;
+      }
+      const Job& job = *pending[i].second;
+      nlohmann::json messages = nlohmann::json::array();
+      if (!job.prompt->system.empty()) messages.push_back({{"role", "system"}, {"content", job.prompt->system}});
+      messages.push_back({{"role", "user"}, {"content", job.prompt->text}});
+      messages.push_back({{"role", "assistant"}, {"content", r.text}});
+      nlohmann::json record = {{"id", job.prompt->id}, {"sample", job.sample}, {"seed", job.seed}};
+      if (!job.prompt->category.empty()) record["category"] = job.prompt->category;
+      record["messages"] = std::move(messages);
+      record["stop_reason"] = r.stop_reason;
+      record["reply_tokens"] = r.tokens.size();
+      const bool held = heldout && in_heldout_split(job.prompt->id, heldout_fraction);
+      append_line(held ? heldout : out, held ? heldout_path : out_path, record);
+      heldout_replies += held;
+      reply_tokens += static_cast<int64_t>(r.tokens.size());
+      ++finished;
+      wrote = true;
+      pending[i] = pending.back();
+      pending.pop_back();
+    }
+    const auto now = Clock::now();
+    const double elapsed = std::chrono::duration<double>(now - start).count();
+    const bool last = engine.idle();
+    if (!(wrote && now - last_report >= std::chrono::seconds(1)) && !last) continue;
+    last_report = now;
+    const double eta = elapsed / static_cast<double>(std::max<int64_t>(finished, 1)) *
+                       static_cast<double>(static_cast<int64_t>(jobs.size()) - finished);
+    std::fprintf(stderr, "%sgen-data: %lld/%lld replies | %lld tokens generated, %.1f tok/s | elapsed %s | ETA %s%s",
+                 tty ? "\r" : "", static_cast<long long>(already + finished), static_cast<long long>(total),
+                 static_cast<long long>(reply_tokens), elapsed > 0 ? reply_tokens / elapsed : 0.0,
+                 duration_text(elapsed).c_str(), duration_text(eta).c_str(), tty && !last ? "  " : "\n");
+    std::fflush(stderr);
+  }
+  std::fprintf(stderr, "gen-data: wrote %lld replies to %s", static_cast<long long>(finished - heldout_replies),
+               out_path.c_str());
+  if (heldout) std::fprintf(stderr, " and %lld to %s", static_cast<long long>(heldout_replies), heldout_path.c_str());
+  std::fprintf(stderr, " | seed %llu\n", static_cast<unsigned long long>(params.sampling.seed));
+  return 0;
+}
+
+}  // namespace dms::cli
