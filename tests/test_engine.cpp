@@ -1,0 +1,149 @@
+// The batched engine on the default model: every request's greedy tokens equal a plain
+// single-sequence decode over the dense cache (test_model_fixtures' greedy), whatever the
+// batching, the order of arrival, preemption for lack of blocks, or a continued conversation.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "dms/engine/engine.h"
+#include "test_model_fixtures.h"
+
+namespace dms::test {
+namespace {
+
+const Model& default_model() {
+  static const Model model = [] {
+    const char* path = std::getenv("DMS_DEFAULT_MODEL");
+    if (!path || !*path) throw Error("DMS_DEFAULT_MODEL is not set; run scripts/fetch-default-model");
+    return load_model(path, at::kFloat);
+  }();
+  return model;
+}
+
+std::unique_ptr<PagedKVCache> dense_cache(const Model& m, int64_t blocks_per_layer, int64_t block_size = 16) {
+  return std::make_unique<PagedKVCache>(m.info.config, PagedCacheOptions{at::kFloat, block_size, blocks_per_layer},
+                                        make_dense_policy());
+}
+
+GenerationParams greedy_params(int64_t n) {
+  GenerationParams p;
+  p.max_tokens = n;  // no stop ids: exactly n tokens
+  return p;
+}
+
+std::vector<int32_t> prompt(const Model& m, const std::string& text) { return m.tokenizer->encode(text, false); }
+
+std::vector<int64_t> as_int64(const std::vector<int32_t>& v) { return {v.begin(), v.end()}; }
+
+const std::vector<std::string> kPrompts = {
+    "The capital of France is",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "Once upon a time, in a small village by the sea, there lived an old fisherman who",
+    "1, 2, 3, 4,",
+};
+
+TEST(Engine, BatchedGreedyEqualsSingleSequenceDecode) {
+  const Model& m = default_model();
+  const int64_t n = 12;
+  auto cache = dense_cache(m, 64);
+  Engine engine(m, *cache, EngineOptions{.max_step_tokens = 8, .max_running = 3});  // chunked prefill, a queue
+  std::vector<int64_t> ids;
+  for (const auto& text : kPrompts) ids.push_back(engine.submit(prompt(m, text), greedy_params(n)));
+  engine.run();
+  for (size_t i = 0; i < kPrompts.size(); ++i) {
+    const GenerationResult& r = engine.result(ids[i]);
+    EXPECT_EQ(r.stop_reason, "max tokens");
+    EXPECT_EQ(as_int64(r.tokens), greedy(*m.transformer, as_int64(prompt(m, kPrompts[i])), n)) << kPrompts[i];
+  }
+  EXPECT_EQ(cache->stats().blocks_used, 0) << "finished requests keep no blocks";
+  EXPECT_EQ(engine.stats().generated_tokens, n * static_cast<int64_t>(kPrompts.size()));
+}
+
+TEST(Engine, PreemptionForLackOfBlocksChangesNoToken) {
+  const Model& m = default_model();
+  const int64_t n = 16;
+  // Block size 4 and room for about 40 keys per head: four sequences of 20-40 tokens cannot all fit.
+  auto cache = dense_cache(m, 30, 4);
+  Engine engine(m, *cache, EngineOptions{.max_step_tokens = 64, .max_running = 4});
+  std::vector<int64_t> ids;
+  for (const auto& text : kPrompts) ids.push_back(engine.submit(prompt(m, text), greedy_params(n)));
+  engine.run();
+  EXPECT_GT(engine.stats().preemptions, 0) << "the pool was meant to be too small for all at once";
+  for (size_t i = 0; i < kPrompts.size(); ++i)
+    EXPECT_EQ(as_int64(engine.result(ids[i]).tokens), greedy(*m.transformer, as_int64(prompt(m, kPrompts[i])), n))
+        << kPrompts[i];
+  EXPECT_EQ(cache->stats().blocks_used, 0);
+}
+
+TEST(Engine, ASequenceThatCannotFitEndsCleanly) {
+  const Model& m = default_model();
+  auto cache = dense_cache(m, 3, 4);  // one 4-key block per KV head: fewer keys than the prompt
+  Engine engine(m, *cache);
+  const int64_t big = engine.submit(prompt(m, kPrompts[2]), greedy_params(4));
+  engine.run();
+  EXPECT_EQ(engine.result(big).stop_reason, "kv cache full");
+  EXPECT_TRUE(engine.result(big).tokens.empty());
+  EXPECT_EQ(cache->stats().blocks_used, 0);
+  // The engine goes on serving what fits.
+  const int64_t small = engine.submit(prompt(m, "Hi"), greedy_params(2));
+  engine.run();
+  EXPECT_EQ(as_int64(engine.result(small).tokens), greedy(*m.transformer, as_int64(prompt(m, "Hi")), 2));
+}
+
+TEST(Engine, ContinuedConversationPrefillsOnlyTheNewTokens) {
+  const Model& m = default_model();
+  auto cache = dense_cache(m, 64);
+  Engine engine(m, *cache);
+  GenerationParams p = greedy_params(6);
+  p.keep_cache = true;
+  const std::vector<int32_t> first = prompt(m, kPrompts[0]);
+  const int64_t a = engine.submit(first, p);
+  engine.run();
+  // The next turn: the whole history so far plus new text.
+  std::vector<int32_t> second = first;
+  const auto& reply = engine.result(a).tokens;
+  second.insert(second.end(), reply.begin(), reply.end());
+  const auto more = prompt(m, " And the capital of Italy is");
+  second.insert(second.end(), more.begin(), more.end());
+  const int64_t b = engine.submit(second, p, {}, a);
+  engine.run();
+  // The last sampled token of turn one was never run, so it is prefilled with the new text.
+  EXPECT_EQ(engine.result(b).prompt_tokens, static_cast<int64_t>(more.size()) + 1);
+  EXPECT_EQ(as_int64(engine.result(b).tokens), greedy(*m.transformer, as_int64(second), 6));
+  engine.release(b);
+  EXPECT_EQ(cache->stats().blocks_used, 0);
+}
+
+TEST(Engine, StopTokensAndStopStringsEndRequests) {
+  const Model& m = default_model();
+  auto cache = dense_cache(m, 64);
+  Engine engine(m, *cache);
+  const auto ids = prompt(m, kPrompts[3]);
+  const auto expected = greedy(*m.transformer, as_int64(ids), 8);
+  GenerationParams by_token = greedy_params(8);
+  by_token.stop_ids = {static_cast<int32_t>(expected[2])};
+  GenerationParams by_text = greedy_params(8);
+  const std::string full = m.tokenizer->decode(std::vector<int32_t>(expected.begin(), expected.end()));
+  by_text.stop_strings = {full.substr(3, 2)};
+  const int64_t a = engine.submit(ids, by_token), b = engine.submit(ids, by_text);
+  engine.run();
+  EXPECT_EQ(engine.result(a).stop_reason, "stop token");
+  EXPECT_EQ(as_int64(engine.result(a).tokens), std::vector<int64_t>(expected.begin(), expected.begin() + 3));
+  EXPECT_EQ(engine.result(b).stop_reason, "stop string");
+  EXPECT_EQ(engine.result(b).text, full.substr(0, full.find(full.substr(3, 2))));
+}
+
+TEST(Engine, BadRequestsAreRefused) {
+  const Model& m = default_model();
+  auto cache = dense_cache(m, 64);
+  Engine engine(m, *cache);
+  EXPECT_THROW(engine.submit({}, greedy_params(4)), Error);
+  EXPECT_THROW(engine.submit(prompt(m, "x"), greedy_params(0)), Error);
+  const std::vector<int32_t> too_long(static_cast<size_t>(m.info.config.max_position), 1);
+  EXPECT_THROW(engine.submit(too_long, greedy_params(1)), Error);
+  EXPECT_THROW(engine.result(99), Error);
+  EXPECT_TRUE(engine.idle());
+}
+
+}  // namespace
+}  // namespace dms::test
