@@ -237,4 +237,40 @@ int64_t parameter_count(const Weights& w) {
   return n;
 }
 
+std::vector<NamedWeight> named_weights(Weights& w) {
+  std::vector<NamedWeight> out;
+  auto add = [&](std::string name, at::Tensor& t) {
+    if (t.defined()) out.push_back({std::move(name), &t});
+  };
+  add("model.embed_tokens.weight", w.embed);
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    LayerWeights& l = w.layers[i];
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    add(p + "input_layernorm.weight", l.attn_norm);
+    add(p + "self_attn.q_proj.weight", l.wq);
+    add(p + "self_attn.q_proj.bias", l.bq);
+    add(p + "self_attn.k_proj.weight", l.wk);
+    add(p + "self_attn.k_proj.bias", l.bk);
+    add(p + "self_attn.v_proj.weight", l.wv);
+    add(p + "self_attn.v_proj.bias", l.bv);
+    add(p + "self_attn.o_proj.weight", l.wo);
+    add(p + "self_attn.o_proj.bias", l.bo);
+    add(p + "self_attn.q_norm.weight", l.q_norm);
+    add(p + "self_attn.k_norm.weight", l.k_norm);
+    add(p + "self_attn.dms_proj_alpha_norm.weight", l.decision.norm);
+    add(p + "self_attn.dms_proj_alpha.weight", l.decision.proj);
+    add(p + "self_attn.dms_proj_alpha.bias", l.decision.bias);
+    add(p + "post_attention_layernorm.weight", l.mlp_norm);
+    add(p + "mlp.gate_proj.weight", l.w_gate);
+    add(p + "mlp.gate_proj.bias", l.b_gate);
+    add(p + "mlp.up_proj.weight", l.w_up);
+    add(p + "mlp.up_proj.bias", l.b_up);
+    add(p + "mlp.down_proj.weight", l.w_down);
+    add(p + "mlp.down_proj.bias", l.b_down);
+  }
+  add("model.norm.weight", w.final_norm);
+  if (!w.lm_head.is_same(w.embed)) add("lm_head.weight", w.lm_head);
+  return out;
+}
+
 }  // namespace dms

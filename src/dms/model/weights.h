@@ -58,4 +58,14 @@ Weights load_gguf_weights(std::shared_ptr<const GgufFile> gguf, const ModelConfi
 
 int64_t parameter_count(const Weights& w);
 
+// Every defined tensor of `w` by its Hugging Face name, in checkpoint order, pointing into `w`
+// so a trainer can read or replace it. A tied lm_head is left out (it aliases
+// model.embed_tokens.weight); rope_freq_factors are a constant of the rotary embedding, not
+// a weight.
+struct NamedWeight {
+  std::string name;
+  at::Tensor* tensor;
+};
+std::vector<NamedWeight> named_weights(Weights& w);
+
 }  // namespace dms
