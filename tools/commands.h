@@ -9,5 +9,6 @@ int run_chat(int argc, char** argv);
 int run_info(int argc, char** argv);
 int run_bench(int argc, char** argv);
 int run_gen_data(int argc, char** argv);
+int run_retrofit(int argc, char** argv);
 
 }  // namespace dms::cli
