@@ -1,0 +1,161 @@
+"""Data-parallel `dms retrofit`: two processes launched as torchrun launches them (RANK,
+WORLD_SIZE, MASTER_ADDR, MASTER_PORT), each with --batch 1, against one process with --batch 2
+on the same data and seed, on the tiny Llama without decision heads of
+tests/reference/make_eval_fixtures.py.
+
+The two runs must write the same adapter (to fp32 rounding, magnified a little by AdamW over a
+few steps) and log the same losses; one process with --batch 1 (rank 0's rows alone) must not,
+so the check fails if rank 1's gradients were dropped. Bad torchrun variables are errors that
+name the variable.
+
+Run: python tests/cli/test_retrofit_distributed.py  (env: DMS_BIN = the dms binary,
+DMS_FIXTURES = the fixture folder, the Python with numpy and safetensors)
+"""
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import unittest
+
+import numpy as np
+from safetensors.numpy import load_file
+
+DMS = os.environ.get("DMS_BIN", "build/dms")
+FIXTURES = os.environ["DMS_FIXTURES"]
+EVAL = os.path.join(FIXTURES, "eval")
+MODEL = os.path.join(EVAL, "tiny_base")
+DATA = os.path.join(EVAL, "text.txt")
+STEPS, SEQ_LEN = 4, 32
+# Four steps at lr 1e-2 from the same start; the two-process run differs from the one-process
+# run by fp32 rounding in the sums, which AdamW's normalisation magnifies in near-zero gradients.
+# Measured: 1.2e-7 (half the batch alone: 0.067).
+ADAPTER_TOLERANCE = 1e-5
+GRAD_NORM_TOLERANCE = 1e-3  # relative
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def retrofit_args(out, batch):
+    return [DMS, "retrofit", "--model", MODEL, "--data", DATA, "--heldout-fraction", "0",
+            "--steps", str(STEPS), "--seq-len", str(SEQ_LEN), "--window", "4", "--batch", str(batch),
+            "--target-cr", "4", "--ramp-steps", "1", "--lr", "1e-2", "--alpha-scale", "5",
+            "--alpha-offset", "1", "--seed", "3", "--threads", "1", "--out", out]
+
+
+def clean_env():
+    env = dict(os.environ)
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+        env.pop(name, None)
+    return env
+
+
+def run_single(out, batch):
+    return subprocess.run(retrofit_args(out, batch), capture_output=True, text=True, timeout=600, env=clean_env())
+
+
+def run_two_ranks(out):
+    port = str(free_port())
+    procs = []
+    for rank in range(2):
+        env = clean_env()
+        env.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port, LOCAL_RANK=str(rank))
+        procs.append(subprocess.Popen(retrofit_args(out, 1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env))
+    results = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        results.append((p.returncode, stderr))
+    return results
+
+
+def steps_of(out):
+    with open(os.path.join(out, "log.jsonl"), encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return [r for r in records if r["type"] == "step"]
+
+
+def max_difference(a, b):
+    assert a.keys() == b.keys(), (sorted(a), sorted(b))
+    return max(float(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)).max()) for k in a)
+
+
+class RetrofitDataParallel(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        with open(os.path.join(EVAL, "tiny.ref.json")) as f:
+            tokens = json.load(f)["text_tokens"]
+        # Every row of these steps is a full row (only an epoch's last row is padded), so each
+        # rank's mean over its rows averages to the mean over both.
+        assert tokens > (2 * STEPS + 2) * SEQ_LEN, tokens
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.one = os.path.join(cls.tmp.name, "one")
+        cls.two = os.path.join(cls.tmp.name, "two")
+        cls.half = os.path.join(cls.tmp.name, "half")
+        cls.one_result = run_single(cls.one, 2)
+        cls.two_results = run_two_ranks(cls.two)
+        cls.half_result = run_single(cls.half, 1)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_runs_succeed(self):
+        self.assertEqual(self.one_result.returncode, 0, self.one_result.stderr)
+        self.assertEqual(self.half_result.returncode, 0, self.half_result.stderr)
+        for rank, (code, stderr) in enumerate(self.two_results):
+            self.assertEqual(code, 0, f"rank {rank}: {stderr}")
+
+    def test_two_processes_write_the_adapter_of_one_with_twice_the_batch(self):
+        one = load_file(os.path.join(self.one, "adapter.safetensors"))
+        two = load_file(os.path.join(self.two, "adapter.safetensors"))
+        half = load_file(os.path.join(self.half, "adapter.safetensors"))
+        diff, lost = max_difference(one, two), max_difference(one, half)
+        print(f"adapter max |two processes - one process| = {diff:.3g}; "
+              f"one process with half the batch: {lost:.3g}")
+        self.assertLess(diff, ADAPTER_TOLERANCE)
+        self.assertGreater(lost, 100 * ADAPTER_TOLERANCE, "half the batch should train differently")
+
+    def test_the_logs_agree(self):
+        one, two = steps_of(self.one), steps_of(self.two)
+        self.assertEqual(len(one), STEPS)
+        self.assertEqual(len(two), STEPS)
+        for a, b in zip(one, two):
+            self.assertEqual(a["step"], b["step"])
+            self.assertEqual(a["tokens"], b["tokens"], "rank 0 logs the tokens of every rank")
+            if a["step"] > 1:  # the first step's target CR is 1: nothing to push for yet
+                self.assertGreater(a["compress"], 0, "the compression loss (a hinge) must be active")
+            # Rank 0 logs the losses of its own rows, but the gradient norm of the averaged
+            # gradient: the whole batch's.
+            self.assertLess(abs(a["grad_norm"] - b["grad_norm"]), GRAD_NORM_TOLERANCE * a["grad_norm"],
+                            f"step {a['step']}")
+
+
+class RetrofitBadLaunch(unittest.TestCase):
+    def launch(self, **variables):
+        env = clean_env()
+        env.update(variables)
+        with tempfile.TemporaryDirectory() as tmp:
+            return subprocess.run(retrofit_args(os.path.join(tmp, "out"), 1), capture_output=True, text=True,
+                                  timeout=120, env=env)
+
+    def test_bad_variables_are_errors_naming_them(self):
+        port = str(free_port())
+        cases = [
+            ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}, "RANK"),
+            ({"WORLD_SIZE": "two", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}, "WORLD_SIZE"),
+            ({"WORLD_SIZE": "2", "RANK": "1", "MASTER_PORT": port}, "MASTER_ADDR"),
+            ({"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "99999"}, "MASTER_PORT"),
+        ]
+        for variables, named in cases:
+            r = self.launch(**variables)
+            self.assertEqual(r.returncode, 1, f"{variables}: {r.stderr}")
+            self.assertIn(f"environment variable {named}", r.stderr, variables)
+
+
+if __name__ == "__main__":
+    unittest.main()
