@@ -53,6 +53,11 @@ def read_log(out):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def finished_lines(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read().count("\n")
+
+
 def steps_of(log):
     return [{k: r[k] for k in LOSSES} for r in log if r["type"] == "step"]
 
@@ -147,7 +152,7 @@ class Retrofit(unittest.TestCase):
         log_path = os.path.join(out, "log.jsonl")
         deadline = time.time() + 120
         while time.time() < deadline and p.poll() is None:
-            if os.path.exists(log_path) and len(read_log(out)) >= 3:
+            if os.path.exists(log_path) and finished_lines(log_path) >= 3:
                 break
             time.sleep(0.05)
         p.send_signal(signal.SIGINT)
