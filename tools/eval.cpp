@@ -84,13 +84,15 @@ class Progress {
     if (!tty_ && !end && now - last_ < std::chrono::seconds(10)) return;
     last_ = now;
     const double elapsed = std::chrono::duration<double>(now - start_).count();
-    const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0;
     const bool tokens = stage.starts_with("teacher");
-    std::fprintf(stderr, "%s%s: %lld/%lld %s, %.1f %s/s, %s %s%s", tty_ ? "\r\033[K" : "", stage.c_str(),
-                 static_cast<long long>(done), static_cast<long long>(total), tokens ? "tokens" : "runs", rate,
-                 tokens ? "tok" : "run", end ? "took" : "ETA",
-                 duration(end ? elapsed : rate > 0 ? static_cast<double>(total - done) / rate : 0).c_str(),
-                 end || !tty_ ? "\n" : "");
+    std::fprintf(stderr, "%s%s: %lld/%lld %s", tty_ ? "\r\033[K" : "", stage.c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total), tokens ? "tokens" : "runs");
+    if (done > 0) {
+      const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0;
+      std::fprintf(stderr, ", %.1f %s/s, %s %s", rate, tokens ? "tok" : "run", end ? "took" : "ETA",
+                   duration(end ? elapsed : rate > 0 ? static_cast<double>(total - done) / rate : 0).c_str());
+    }
+    std::fprintf(stderr, "%s", end || !tty_ ? "\n" : "");
     std::fflush(stderr);
   }
 

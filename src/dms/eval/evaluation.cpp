@@ -187,6 +187,7 @@ class Evaluation {
     const std::string stage = "free-running";
     const auto total = static_cast<int64_t>(1 + report_.points.size() * (1 + o_.baselines.size()));
     int64_t done = 0;
+    if (o_.progress) o_.progress(stage, 0, total);
     const PolicyUnderTest dense{"dense", "dense", {}};
     const GreedyRun ref = greedy(dense, report_.prompts, o_.new_tokens, stage, done, total);
     auto compare = [&](FreeRunningEntry& e, const GreedyRun& run) {
@@ -226,6 +227,7 @@ class Evaluation {
     const std::string stage = "retrieval";
     const auto total = static_cast<int64_t>(ro.lengths.size() * (1 + report_.points.size() * (1 + o_.baselines.size())));
     int64_t done = 0;
+    if (o_.progress) o_.progress(stage, 0, total);
     for (int64_t length : ro.lengths) {
       std::vector<size_t> items;
       std::vector<std::vector<int32_t>> prompts;

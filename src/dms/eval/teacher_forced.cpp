@@ -56,6 +56,7 @@ TeacherForcedResult run_teacher_forced(const Transformer& model, const std::vect
   }
   int64_t total = 0, done = 0;
   for (const auto& d : docs) total += static_cast<int64_t>(d.size()) - 1;
+  if (o.progress) o.progress(0, total);  // the stage's clock starts here, not after its first window
 
   for (size_t b0 = 0; b0 < docs.size(); b0 += static_cast<size_t>(o.batch)) {
     const size_t b1 = std::min(docs.size(), b0 + static_cast<size_t>(o.batch));
