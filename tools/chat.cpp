@@ -13,14 +13,14 @@ int run_chat(int argc, char** argv) {
             "An interactive conversation: each line on standard input is a user turn, answered through the\n"
             "model's chat template. '/reset' starts over, '/exit' or end of input ends. The conversation\n"
             "stays in the KV cache between turns, so each turn processes only its new tokens.");
-  add_model_options(args);
+  add_model_options(args, ShippedAdapter::Apply);
   add_generation_options(args);
   add_cache_options(args);
   args.option("system", "TEXT", "system message (the template's default when absent)")
       .flag("stats", "print speed and KV cache size after each reply");
   if (!args.parse(argc, argv)) return 0;
 
-  Model model = load_model_from_args(args);
+  Model model = load_model_from_args(args, ShippedAdapter::Apply);
   GenerationParams params = generation_params_from_args(args, model);
   for (const auto& s : model.chat_template.stop_strings()) params.stop_strings.push_back(s);
   params.keep_cache = true;

@@ -4,12 +4,19 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <random>
 #include <thread>
 
 namespace dms::cli {
 
-void add_model_options(Args& args) {
+namespace fs = std::filesystem;
+
+// Trained with `dms retrofit` on the default model; models/README.md says how.
+constexpr const char* kShippedAdapter = "models/SmolLM2-135M-Instruct.dms.safetensors";
+
+void add_model_options(Args& args, ShippedAdapter shipped) {
   args.option("model", "PATH", "Hugging Face checkpoint directory or GGUF file", "the default model, SmolLM2-135M-Instruct")
       .option("dtype", "f32|bf16", "compute dtype", "f32")
       .option("threads", "N", "CPU threads", "all cores")
@@ -19,6 +26,14 @@ void add_model_options(Args& args) {
       .option("dms-offset", "O", "DMS: decision logit offset", "the checkpoint's")
       .option("dms-alpha-per", "head|layer", "DMS: one decision per KV head or per layer", "the checkpoint's")
       .flag("no-eviction", "DMS: run the decision heads but keep every key");
+  if (shipped == ShippedAdapter::Apply)
+    args.flag("no-dms-adapter", std::string("run the default model without its shipped DMS adapter (") + kShippedAdapter + ")");
+}
+
+std::string shipped_file(const std::string& relative) {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  return (exe.parent_path().parent_path() / relative).string();
 }
 
 void add_generation_options(Args& args) {
@@ -54,7 +69,7 @@ at::ScalarType parse_dtype(const std::string& text, const std::string& option, b
 
 }  // namespace
 
-Model load_model_from_args(const Args& args) {
+Model load_model_from_args(const Args& args, ShippedAdapter shipped) {
   if (args.has("threads")) {
     const int64_t n = args.integer("threads");
     if (n < 1) throw UsageError("--threads: must be at least 1");
@@ -74,6 +89,13 @@ Model load_model_from_args(const Args& args) {
     dms.overrides.per_layer = per == "layer";
   }
   if (args.has("no-eviction")) dms.overrides.eviction_disabled = true;
+  const char* model_env = std::getenv("DMS_MODEL");
+  const bool default_model = !args.has("model") && !(model_env && *model_env);
+  if (shipped == ShippedAdapter::Apply && default_model && !args.has("dms-adapter") && !args.has("no-dms-adapter")) {
+    const std::string adapter = shipped_file(kShippedAdapter);
+    if (fs::is_regular_file(adapter)) dms.adapter_path = adapter;
+    else std::fprintf(stderr, "warning: the DMS adapter of the default model is not at %s; running it dense\n", adapter.c_str());
+  }
   const std::string path = args.has("model") ? args.str("model") : default_model_path();
   return load_model(path, dtype, dms);
 }

@@ -10,17 +10,25 @@
 
 namespace dms::cli {
 
+// Whether a command runs the default model with the DMS adapter shipped for it (generate, chat,
+// eval) or as it is (the teacher of gen-data, the bench's forced eviction).
+enum class ShippedAdapter { Apply, Ignore };
+
 // --model, --dtype, --threads, --dms-adapter, --dms-window, --dms-scale, --dms-offset, --dms-alpha-per,
-// --no-eviction
-void add_model_options(Args& args);
+// --no-eviction, and with ShippedAdapter::Apply --no-dms-adapter
+void add_model_options(Args& args, ShippedAdapter shipped = ShippedAdapter::Ignore);
 // --max-tokens, --temperature, --top-k, --top-p, --min-p, --seed, --stop, --ignore-eos
 void add_generation_options(Args& args);
 // --policy, --kv-dtype, --kv-memory, --block-size, --target-cr, --budget, --sinks, --force-evict
 void add_cache_options(Args& args);
 
 // Sets the thread count and loads the model named by --model (or the default one), with its
-// DMS adapter and overrides.
-Model load_model_from_args(const Args& args);
+// DMS adapter and overrides. With ShippedAdapter::Apply, the default model (no --model, no
+// DMS_MODEL) gets the adapter shipped in models/ unless --dms-adapter or --no-dms-adapter says
+// otherwise.
+Model load_model_from_args(const Args& args, ShippedAdapter shipped = ShippedAdapter::Ignore);
+// A file shipped with dms: <source tree>/<relative>, found from the binary at <tree>/<build dir>/dms.
+std::string shipped_file(const std::string& relative);
 // Generation settings from the options; the model's EOS ids stop generation unless --ignore-eos.
 GenerationParams generation_params_from_args(const Args& args, const Model& model);
 // A paged cache with the policy the options name, its pools sized by --kv-memory or, by default,

@@ -202,7 +202,7 @@ int run_eval(int argc, char** argv) {
             "with compression per layer and KV head; greedy free-running agreement with dense through the\n"
             "batched engine; passkey retrieval by length and depth. Prints tables; --json writes everything\n"
             "(schema in docs/EVAL.md), and bench/plot_eval.py draws the plots from that file.");
-  add_model_options(args);
+  add_model_options(args, ShippedAdapter::Apply);
   args.option("data", "FILE", "text file (cut into documents of --context tokens) or JSONL (one document per line)")
       .option("format", "auto|text|jsonl", "how to read --data; auto: jsonl for a .jsonl name", "auto")
       .option("field", "NAME", "JSONL: the member holding each document's text", "text")
@@ -281,7 +281,7 @@ int run_eval(int argc, char** argv) {
     throw UsageError("--format: expected auto, text or jsonl, got '" + d.format + "'");
   d.field = args.str("field");
 
-  Model model = load_model_from_args(args);
+  Model model = load_model_from_args(args, ShippedAdapter::Apply);
   const ModelConfig& c = model.info.config;
   if (o.forced_fractions.empty() && !c.dms.decides())
     throw UsageError(model.info.path + " has no DMS decision heads: pass --dms-adapter, or --force-evict LIST to flag keys "

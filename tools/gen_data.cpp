@@ -27,15 +27,12 @@ struct Prompt {
   std::string id, category, system, text;
 };
 
-// data/prompts.jsonl of the source tree the binary was built in (<tree>/<build dir>/dms).
 std::string shipped_prompts_path() {
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  const fs::path candidate = exe.parent_path().parent_path() / "data" / "prompts.jsonl";
-  if (ec || !fs::is_regular_file(candidate))
-    throw UsageError("--prompts: the shipped prompt set is not next to this binary (looked for " + candidate.string() +
+  const std::string path = shipped_file("data/prompts.jsonl");
+  if (!fs::is_regular_file(path))
+    throw UsageError("--prompts: the shipped prompt set is not next to this binary (looked for " + path +
                      "); pass --prompts FILE");
-  return candidate.string();
+  return path;
 }
 
 std::string optional_string(const nlohmann::json& r, const char* field, const std::string& where) {

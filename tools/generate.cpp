@@ -37,7 +37,7 @@ int run_generate(int argc, char** argv) {
             "output; speed and KV cache memory go to standard error at the end. With --parallel N, N\n"
             "sequences are decoded together: N samples of the prompt, or with --lines one sequence per\n"
             "input line (N at a time), each printed when it ends.");
-  add_model_options(args);
+  add_model_options(args, ShippedAdapter::Apply);
   add_generation_options(args);
   add_cache_options(args);
   args.flag("chat", "send each prompt as a user message through the model's chat template")
@@ -53,7 +53,7 @@ int run_generate(int argc, char** argv) {
   if (parallel < 1) throw UsageError("--parallel: must be at least 1");
   const std::vector<std::string> texts = read_prompts(args);
 
-  Model model = load_model_from_args(args);
+  Model model = load_model_from_args(args, ShippedAdapter::Apply);
   GenerationParams params = generation_params_from_args(args, model);
   std::vector<std::vector<int32_t>> prompts;
   for (const auto& text : texts) {

@@ -15,6 +15,8 @@ import unittest
 DMS = os.environ.get("DMS_BIN", "build/dms")
 MODEL = os.environ["DMS_DEFAULT_MODEL"]
 GREEDY = ["--temperature", "0", "--threads", "2"]
+# The default model without the DMS adapter shipped for it: what transformers computes.
+DENSE = [*GREEDY, "--no-dms-adapter"]
 
 
 def dms(*args, stdin=None, env=None):
@@ -113,7 +115,7 @@ class Generate(unittest.TestCase):
     def test_chat_prompt_greedy_matches_transformers(self):
         question = "What is the capital of France?"
         expect = Reference.greedy(Reference.chat_prompt([{"role": "user", "content": question}]), 24)
-        r = dms("generate", "--chat", *GREEDY, "--max-tokens", "24", question)
+        r = dms("generate", "--chat", *DENSE, "--max-tokens", "24", question)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.rstrip("\n"), expect.split("<|im_end|>")[0])
         self.assertIn("tok/s", r.stderr)
@@ -121,7 +123,7 @@ class Generate(unittest.TestCase):
     def test_completion_from_stdin_matches_transformers(self):
         prompt = "The three primary colors are"
         expect = Reference.greedy(prompt, 20)
-        r = dms("generate", *GREEDY, "--max-tokens", "20", stdin=prompt)
+        r = dms("generate", *DENSE, "--max-tokens", "20", stdin=prompt)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.rstrip("\n"), expect)
 
@@ -130,10 +132,28 @@ class Generate(unittest.TestCase):
         full = Reference.greedy(Reference.chat_prompt([{"role": "user", "content": question}]), 24)
         word = "Paris"
         self.assertIn(word, full, "the reference continuation no longer contains the stop word")
-        r = dms("generate", "--chat", *GREEDY, "--max-tokens", "24", "--stop", word, question)
+        r = dms("generate", "--chat", *DENSE, "--max-tokens", "24", "--stop", word, question)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout.rstrip("\n"), full[: full.index(word)])
         self.assertIn("stopped: stop string", r.stderr)
+
+    def test_the_default_model_runs_with_its_shipped_dms_adapter(self):
+        question = "Write a short story about a lighthouse keeper and a storm."
+        r = dms("generate", "--chat", *GREEDY, "--max-tokens", "300", "--ignore-eos", question)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        report = [line for line in r.stderr.splitlines() if line.startswith("KV cache (dms")][0]
+        self.assertIn("window 64", report)
+        self.assertGreater(float(report.split("compression ratio ")[1].split(" ")[0]), 1.5, report)
+        # Mode B heads leave the attention itself alone: until a flagged key leaves the 64-token
+        # window, nothing is evicted and the tokens are transformers' dense ones.
+        tok, _ = Reference.get()
+        prompt = Reference.chat_prompt([{"role": "user", "content": question}])
+        free = 64 - len(tok(prompt, add_special_tokens=False).input_ids)
+        self.assertGreater(free, 8, "the prompt no longer leaves room inside the window")
+        expect = Reference.greedy(prompt, free)
+        self.assertTrue(r.stdout.startswith(expect), f"{r.stdout[:200]!r} vs {expect!r}")
+        dense = dms("generate", "--chat", *DENSE, "--max-tokens", "8", question)
+        self.assertIn("KV cache (dense", dense.stderr)
 
     def test_sampling_is_reproducible_with_a_seed(self):
         args = ["generate", "--temperature", "1.0", "--seed", "123", "--max-tokens", "16", "Once upon a time"]
@@ -210,10 +230,10 @@ class Cache(unittest.TestCase):
 
     def test_cache_usage_errors(self):
         cases = [
-            (["--policy", "dms"], "has no DMS decision heads"),
+            (["--no-dms-adapter", "--policy", "dms"], "has no DMS decision heads"),
             (["--policy", "h2o"], "exactly one of --target-cr R or --budget N"),
             (["--policy", "nonsense", "--budget", "8"], "--policy"),
-            (["--force-evict", "0.5"], "only meaningful with --policy dms"),
+            (["--policy", "dense", "--force-evict", "0.5"], "only meaningful with --policy dms"),
             (["--kv-dtype", "f8"], "--kv-dtype"),
             (["--kv-memory", "lots"], "--kv-memory"),
         ]
@@ -223,7 +243,7 @@ class Cache(unittest.TestCase):
             self.assertIn(message, r.stderr, extra)
 
     def test_too_small_a_cache_ends_the_sequence_cleanly(self):
-        r = dms("generate", *GREEDY, "--max-tokens", "64", "--kv-memory", "200KiB", "--block-size", "4",
+        r = dms("generate", *DENSE, "--max-tokens", "64", "--kv-memory", "200KiB", "--block-size", "4",
                 "Once upon a time")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("stopped: kv cache full", r.stderr)
@@ -236,7 +256,7 @@ class Chat(unittest.TestCase):
         reply1 = Reference.greedy(Reference.chat_prompt(conv), 24).split("<|im_end|>")[0]
         conv += [{"role": "assistant", "content": reply1}, {"role": "user", "content": second}]
         reply2 = Reference.greedy(Reference.chat_prompt(conv), 24).split("<|im_end|>")[0]
-        r = dms("chat", *GREEDY, "--max-tokens", "24", "--stats", stdin=f"{first}\n{second}\n")
+        r = dms("chat", *DENSE, "--max-tokens", "24", "--stats", stdin=f"{first}\n{second}\n")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout, f"{reply1}\n{reply2}\n")
         # The second turn reuses the first turn's cache: far fewer tokens are prefilled than the
