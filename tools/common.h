@@ -42,6 +42,8 @@ std::string describe_policy(const Args& args, const Model& model);
 
 // "12 tokens in 0.05 s (240.0 tok/s)"
 std::string rate(int64_t tokens, double seconds);
+// "45s", "3m07s", "2h05m" (rounded to the second)
+std::string duration_text(double seconds);
 // "12.3 MiB"
 std::string human_bytes(double bytes);
 // Parses "2GiB", "512MiB", "1e9": throws UsageError naming `option`.

@@ -61,14 +61,6 @@ int64_t at_least(const Args& args, const std::string& option, int64_t min) {
   return v;
 }
 
-std::string duration(double seconds) {
-  char buf[32];
-  if (seconds < 60) std::snprintf(buf, sizeof buf, "%.0fs", seconds);
-  else if (seconds < 3600) std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(seconds) / 60, static_cast<int>(seconds) % 60);
-  else std::snprintf(buf, sizeof buf, "%dh%02dm", static_cast<int>(seconds) / 3600, static_cast<int>(seconds) % 3600 / 60);
-  return buf;
-}
-
 // Progress of each stage on standard error with its rate and ETA: rewritten in place on a
 // terminal, otherwise a line every 10 seconds and one at the end.
 class Progress {
@@ -90,7 +82,7 @@ class Progress {
     if (done > 0) {
       const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0;
       std::fprintf(stderr, ", %.1f %s/s, %s %s", rate, tokens ? "tok" : "run", end ? "took" : "ETA",
-                   duration(end ? elapsed : rate > 0 ? static_cast<double>(total - done) / rate : 0).c_str());
+                   duration_text(end ? elapsed : rate > 0 ? static_cast<double>(total - done) / rate : 0).c_str());
     }
     std::fprintf(stderr, "%s", end || !tty_ ? "\n" : "");
     std::fflush(stderr);
@@ -304,7 +296,7 @@ int run_eval(int argc, char** argv) {
   print_teacher_forced(report);
   if (o.free_running) print_free_running(report, o.new_tokens);
   if (o.retrieval) print_retrieval(report, o.retrieval_items.depths, o.retrieval_items.trials);
-  std::printf("\n%s in all\n", duration(report.seconds).c_str());
+  std::printf("\n%s in all\n", duration_text(report.seconds).c_str());
 
   if (args.has("json")) {
     const nlohmann::json settings = {

@@ -102,15 +102,6 @@ void append_line(FILE* f, const std::string& path, const nlohmann::json& record)
     fail(path, std::string("write failed: ") + std::strerror(errno));
 }
 
-std::string duration_text(double seconds) {
-  const auto s = static_cast<long long>(seconds + 0.5);
-  char buf[32];
-  if (s >= 3600) std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, s / 60 % 60);
-  else if (s >= 60) std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
-  else std::snprintf(buf, sizeof buf, "%llds", s);
-  return buf;
-}
-
 // A sampling seed per reply, from the run's seed, the prompt id and the sample, so a reply does not
 // depend on which other prompts ran with it (or before an interruption).
 uint64_t reply_seed(uint64_t base, const std::string& id, int64_t sample) {
