@@ -1,7 +1,7 @@
 """Plots a `dms eval --json` report (schema dms-eval/1, docs/EVAL.md) as three PNG files:
 
   eval_kl_vs_cr.png          teacher-forced KL(dense || policy) and top-1 agreement against the
-                             measured compression ratio, one line per policy over the DMS points
+                             measured memory ratio, one line per policy over the DMS points
   eval_retrieval.png         retrieval accuracy heat maps (needle depth x context length), one
                              per policy (columns) and DMS point (rows)
   eval_layer_compression.png compression ratio and eviction fraction per layer, each policy's
@@ -35,7 +35,7 @@ def kl_vs_cr(report, path):
     for point in report["points"]:
         for e in point["teacher_forced"]:
             q = e["quality"]["overall"]
-            series.setdefault(e["policy"], []).append((e["compression"]["ratio"], q["kl"], q["top1"]))
+            series.setdefault(e["policy"], []).append((e["compression"]["memory_ratio"], q["kl"], q["top1"]))
     fig, (ax_kl, ax_top) = plt.subplots(1, 2, figsize=(12, 4.6))
     for policy, pts in series.items():
         pts.sort()
@@ -46,7 +46,7 @@ def kl_vs_cr(report, path):
     ax_kl.set_ylabel("mean KL(dense || policy), nats per token")
     ax_top.set_ylabel("top-1 agreement with dense, %")
     for ax in (ax_kl, ax_top):
-        ax.set_xlabel("measured compression ratio (tokens seen / keys stored)")
+        ax.set_xlabel("measured memory ratio (dense keys / keys held)")
         ax.grid(alpha=0.3)
         ax.legend()
     docs = report["documents"]

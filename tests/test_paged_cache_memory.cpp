@@ -80,6 +80,7 @@ TEST(PagedCacheMemory, DecodeHoldsLiveKeysPlusAtMostOneBlock) {
         EXPECT_EQ(ss.bytes_held, seq_blocks * block * D * elem * 2);
         EXPECT_EQ(ss.dense_bytes, c.tokens_seen(id) * heads * D * elem * 2);
         EXPECT_NEAR(ss.compression_ratio, seq_ratio, 1e-9);
+        EXPECT_NEAR(ss.memory_ratio, static_cast<double>(c.tokens_seen(id) * heads) / static_cast<double>(seq_live), 1e-9);
         live += seq_live;
         blocks += seq_blocks;
         ratio += seq_ratio / static_cast<double>(ids.size());

@@ -113,17 +113,18 @@ void print_teacher_forced(const EvalReport& r) {
   for (int64_t n : r.document_tokens) predictions += n - 1;
   std::printf("\nteacher-forced quality against dense (%zu documents, %lld predictions per policy)\n",
               r.document_tokens.size(), static_cast<long long>(predictions));
-  std::printf("%-12s %-10s %7s %7s %8s %7s %11s %8s %9s\n", "point", "policy", "CR", "evicted", "budget", "matched",
-              "KL nats", "top-1", "ppl");
+  std::printf("%-12s %-10s %7s %7s %7s %8s %7s %11s %8s %9s\n", "point", "policy", "mem", "CR", "evicted", "budget",
+              "matched", "KL nats", "top-1", "ppl");
   const QualityTotals dense = r.dense.overall();
-  std::printf("%-12s %-10s %7.2f %7s %8s %7s %11.5f %8s %9.3f\n", "", "dense", 1.0, "0.0%", "-", "-", 0.0, "100.0%",
-              dense.perplexity());
+  std::printf("%-12s %-10s %7.2f %7.2f %7s %8s %7s %11.5f %8s %9.3f\n", "", "dense", 1.0, 1.0, "0.0%", "-", "-", 0.0,
+              "100.0%", dense.perplexity());
   for (const auto& p : r.points)
     for (size_t i = 0; i < p.teacher_forced.size(); ++i) {
       const auto& e = p.teacher_forced[i];
       const QualityTotals q = e.quality.overall();
-      std::printf("%-12s %-10s %7.2f %7s %8s %7s %11.5f %8s %9.3f\n", i == 0 ? p.label.c_str() : "", e.policy.c_str(),
-                  e.compression.compression_ratio(), percent(e.compression.eviction_fraction()).c_str(),
+      std::printf("%-12s %-10s %7.2f %7.2f %7s %8s %7s %11.5f %8s %9.3f\n", i == 0 ? p.label.c_str() : "",
+                  e.policy.c_str(), e.compression.memory_ratio(), e.compression.compression_ratio(),
+                  percent(e.compression.eviction_fraction()).c_str(),
                   ratio_text(e.budget_ratio).c_str(), e.target_cr > 0 ? (e.matched() ? "yes" : "NO") : "-", q.mean_kl(),
                   percent(q.top1()).c_str(), q.perplexity());
     }
@@ -153,26 +154,27 @@ void print_teacher_forced(const EvalReport& r) {
 void print_free_running(const EvalReport& r, int64_t new_tokens) {
   std::printf("\nfree-running agreement with dense (%zu prompts of %zu tokens, %lld greedy tokens each)\n",
               r.prompts.size(), r.prompts.front().size(), static_cast<long long>(new_tokens));
-  std::printf("%-12s %-10s %7s %8s %7s %12s %10s %15s\n", "point", "policy", "CR", "budget", "matched", "mean prefix",
-              "identical", "position match");
+  std::printf("%-12s %-10s %7s %7s %8s %7s %12s %10s %15s\n", "point", "policy", "mem", "CR", "budget", "matched",
+              "mean prefix", "identical", "position match");
   for (const auto& p : r.points)
     for (size_t i = 0; i < p.free_running.size(); ++i) {
       const auto& e = p.free_running[i];
-      std::printf("%-12s %-10s %7.2f %8s %7s %12.1f %10s %15s\n", i == 0 ? p.label.c_str() : "", e.policy.c_str(),
-                  e.compression.compression_ratio(), ratio_text(e.budget_ratio).c_str(),
+      std::printf("%-12s %-10s %7.2f %7.2f %8s %7s %12.1f %10s %15s\n", i == 0 ? p.label.c_str() : "", e.policy.c_str(),
+                  e.compression.memory_ratio(), e.compression.compression_ratio(), ratio_text(e.budget_ratio).c_str(),
                   e.target_cr > 0 ? (e.matched() ? "yes" : "NO") : "-", e.mean_prefix(),
                   percent(e.identical_share()).c_str(), percent(e.position_match()).c_str());
     }
 }
 
 void print_retrieval(const EvalReport& r, const std::vector<double>& depths, int64_t trials) {
-  std::printf("\nretrieval accuracy (%lld items per length and depth)\n%-12s %-10s %7s %7s %8s %7s", static_cast<long long>(trials),
-              "point", "policy", "length", "CR", "budget", "matched");
+  std::printf("\nretrieval accuracy (%lld items per length and depth)\n%-12s %-10s %7s %7s %7s %8s %7s",
+              static_cast<long long>(trials), "point", "policy", "length", "mem", "CR", "budget", "matched");
   for (double d : depths) std::printf(" %7s", ("d=" + std::to_string(d).substr(0, 4)).c_str());
   std::printf(" %8s", "all");
   auto row = [&](const std::string& point, const RetrievalEntry& e) {
-    std::printf("\n%-12s %-10s %7lld %7.2f %8s %7s", point.c_str(), e.policy.c_str(), static_cast<long long>(e.length),
-                e.compression.compression_ratio(), ratio_text(e.budget_ratio).c_str(),
+    std::printf("\n%-12s %-10s %7lld %7.2f %7.2f %8s %7s", point.c_str(), e.policy.c_str(),
+                static_cast<long long>(e.length), e.compression.memory_ratio(), e.compression.compression_ratio(),
+                ratio_text(e.budget_ratio).c_str(),
                 e.target_cr > 0 ? (e.matched() ? "yes" : "NO") : "-");
     for (double d : depths) std::printf(" %7s", percent(e.accuracy_at_depth(r.retrieval_items, d)).c_str());
     std::printf(" %8s", percent(e.accuracy()).c_str());
@@ -188,8 +190,9 @@ void print_retrieval(const EvalReport& r, const std::vector<double>& depths, int
 int run_eval(int argc, char** argv) {
   Args args("eval", "--data FILE [options]",
             "Quality of cache policies against the dense model at matched compression. DMS runs first at each\n"
-            "operating point (the model's decision heads, or each --force-evict fraction); the compression\n"
-            "ratio it reaches, measured on the same sequences, sets the budget of streaming, h2o and tova.\n"
+            "operating point (the model's decision heads, or each --force-evict fraction); the memory ratio\n"
+            "it reaches (mem: dense keys / keys held; CR is the mean of per-head ratios), measured on the same\n"
+            "sequences, sets the budget of streaming, h2o and tova.\n"
             "Sections: teacher-forced KL(dense || policy), top-1 agreement and perplexity per context bucket,\n"
             "with compression per layer and KV head; greedy free-running agreement with dense through the\n"
             "batched engine; passkey retrieval by length and depth. Prints tables; --json writes everything\n"
@@ -203,7 +206,7 @@ int run_eval(int argc, char** argv) {
       .option("batch", "N", "documents per cache step", "8")
       .option("force-evict", "LIST", "dms: flag keys at random with each fraction F (one operating point each)")
       .option("seed", "N", "seed of the forced eviction draws", "0")
-      .option("baselines", "LIST", "budget policies compared at the DMS compression; 'none' for none", "streaming,h2o,tova")
+      .option("baselines", "LIST", "budget policies compared at the DMS memory ratio; 'none' for none", "streaming,h2o,tova")
       .option("sinks", "N", "streaming: first tokens kept", "4")
       .option("h2o-recent", "S", "h2o: share of the budget kept for recent tokens", "0.5")
       .option("baseline-min-tokens", "N", "the fewest keys a baseline keeps per head", "the DMS window")

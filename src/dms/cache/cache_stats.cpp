@@ -41,6 +41,7 @@ SequenceStats PagedKVCache::sequence_stats(SequenceId id) const {
   s.dense_bytes = seq.seen * heads * 2 * head_dim_ * elem;
   if (seq.seen > 0) {
     s.compression_ratio = ratios / static_cast<double>(heads);
+    s.memory_ratio = static_cast<double>(seq.seen * heads) / static_cast<double>(std::max<int64_t>(s.live_slots, 1));
     s.eviction_fraction = static_cast<double>(flagged) / static_cast<double>(seq.seen * heads);
   }
   return s;

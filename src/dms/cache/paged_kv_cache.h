@@ -72,6 +72,7 @@ struct SequenceStats {
   int64_t bytes_held = 0;     // K and V in those blocks
   int64_t dense_bytes = 0;    // K and V a dense cache holds for tokens_seen tokens
   double compression_ratio = 1;   // mean over (layer, KV head) of tokens seen / keys stored
+  double memory_ratio = 1;        // tokens seen * layers * KV heads / live_slots: dense keys over keys held
   double eviction_fraction = 0;   // keys flagged or evicted / (tokens seen * layers * KV heads)
 };
 

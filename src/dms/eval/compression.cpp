@@ -8,6 +8,7 @@ SequenceCompression from_stats(const SequenceStats& s) {
   SequenceCompression c;
   c.seen = s.tokens_seen;
   c.compression_ratio = s.compression_ratio;
+  c.memory_ratio = s.memory_ratio;
   c.eviction_fraction = s.eviction_fraction;
   c.kv_bytes_ratio = s.dense_bytes > 0 ? static_cast<double>(s.bytes_held) / static_cast<double>(s.dense_bytes) : 1.0;
   return c;
@@ -61,6 +62,9 @@ std::vector<double> per_layer(const std::vector<double>& per_head, int64_t n_kv)
 
 double CompressionStats::compression_ratio() const {
   return mean_over(sequences, [](const SequenceCompression& s) { return s.compression_ratio; });
+}
+double CompressionStats::memory_ratio() const {
+  return mean_over(sequences, [](const SequenceCompression& s) { return s.memory_ratio; });
 }
 double CompressionStats::eviction_fraction() const {
   return mean_over(sequences, [](const SequenceCompression& s) { return s.eviction_fraction; });

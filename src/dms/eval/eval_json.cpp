@@ -35,6 +35,7 @@ json per_head_json(const std::vector<double>& flat, int64_t n_kv) {
 
 json compression_json(const CompressionStats& c, bool per_head) {
   json j = {{"ratio", c.compression_ratio()},
+            {"memory_ratio", c.memory_ratio()},
             {"eviction_fraction", c.eviction_fraction()},
             {"kv_bytes_ratio", c.kv_bytes_ratio()},
             {"sequences", c.sequences.size()}};

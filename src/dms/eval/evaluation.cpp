@@ -10,7 +10,7 @@
 namespace dms::eval {
 
 bool PolicyEntry::matched() const {
-  return target_cr <= 0 || within_tolerance(compression.compression_ratio(), target_cr);
+  return target_cr <= 0 || within_tolerance(compression.memory_ratio(), target_cr);
 }
 
 double FreeRunningEntry::mean_prefix() const {
@@ -158,7 +158,7 @@ class Evaluation {
       for (const auto& name : o_.baselines) {
         double ratio = 0;
         const CompressionStats& c = first.policies[i].compression;
-        baselines.push_back(baseline_policy(name, c.seen(), c.compression_ratio(), ratio));
+        baselines.push_back(baseline_policy(name, c.seen(), c.memory_ratio(), ratio));
         where.push_back({i, ratio});
       }
     tf.progress = progress("teacher-forced: dense and matched baselines");
@@ -166,7 +166,7 @@ class Evaluation {
     for (size_t j = 0; j < baselines.size(); ++j) {
       auto& point = report_.points[where[j].first];
       auto e = entry<TeacherForcedEntry>(baselines[j], second.policies[j].compression, where[j].second,
-                                         point.teacher_forced.front().compression.compression_ratio());
+                                         point.teacher_forced.front().compression.memory_ratio());
       e.quality = second.policies[j].quality;
       point.teacher_forced.push_back(std::move(e));
     }
@@ -201,9 +201,9 @@ class Evaluation {
       point.free_running.push_back(std::move(e));
       for (const auto& name : o_.baselines) {
         double ratio = 0;
-        const PolicyUnderTest b = baseline_policy(name, d.compression.seen(), d.compression.compression_ratio(), ratio);
+        const PolicyUnderTest b = baseline_policy(name, d.compression.seen(), d.compression.memory_ratio(), ratio);
         const GreedyRun run = greedy(b, report_.prompts, o_.new_tokens, stage, done, total);
-        auto be = entry<FreeRunningEntry>(b, run.compression, ratio, d.compression.compression_ratio());
+        auto be = entry<FreeRunningEntry>(b, run.compression, ratio, d.compression.memory_ratio());
         compare(be, run);
         point.free_running.push_back(std::move(be));
       }
@@ -243,7 +243,7 @@ class Evaluation {
         const PolicyUnderTest dms = dms_policy(point);
         const GreedyRun d = greedy(dms, prompts, ro.answer_tokens, stage, done, total);
         point.retrieval.push_back(retrieval_entry(dms, d, length, items));
-        const double target = d.compression.compression_ratio();
+        const double target = d.compression.memory_ratio();
         for (const auto& name : o_.baselines) {
           double ratio = 0;
           const PolicyUnderTest b = baseline_policy(name, d.compression.seen(), target, ratio);

@@ -3,8 +3,10 @@
 //
 // Operating points. DMS runs at one or more points: the model's own decisions, or each forced
 // eviction fraction given (for models without decision heads). At every point and in every
-// section DMS runs first; the compression ratio it reached there, measured, sets the budget of
-// each baseline (matched_budget.h), which is then run and measured again.
+// section DMS runs first; the memory ratio it reached there (dense keys over keys held,
+// compression.h), measured, sets the budget of each baseline (matched_budget.h), which is then
+// run and measured again. Matching on memory rather than on the mean of per-head ratios keeps a
+// DMS model whose heads differ from being compared with baselines holding far less.
 //
 // Sections:
 //   teacher-forced  KL(dense || policy), top-1 agreement, perplexity per context bucket, and
@@ -55,9 +57,9 @@ struct EvalOptions {
 struct PolicyEntry {
   std::string label, policy;
   double budget_ratio = 0;  // baselines: the budget's ratio R; 0 for dense and dms
-  double target_cr = 0;     // baselines: the DMS compression ratio matched; 0 for dense and dms
+  double target_cr = 0;     // baselines: the DMS memory ratio matched; 0 for dense and dms
   CompressionStats compression;
-  // Baselines: the measured compression within kMatchTolerance of the target. Others: true.
+  // Baselines: the measured memory ratio within kMatchTolerance of the target. Others: true.
   bool matched() const;
 };
 

@@ -1,5 +1,7 @@
 // Matched compression: a budget policy (streaming, h2o, tova) is compared with DMS at the
-// compression ratio DMS actually reached on the same sequences, measured rather than assumed.
+// memory ratio DMS actually reached on the same sequences, measured rather than assumed. A
+// budget keeps the same number of keys in every head, so for it the memory ratio and the mean of
+// per-head ratios are one number, CR below.
 //
 // A budget of ratio R keeps min(seen, max(ceil(seen / R), min_tokens)) keys per head, so on
 // sequences that saw seen_d tokens its compression ratio is known in advance:
