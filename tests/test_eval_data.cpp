@@ -10,6 +10,7 @@
 
 #include "dms/eval/documents.h"
 #include "dms/eval/retrieval.h"
+#include "dms/train/data_documents.h"
 #include "dms/util/error.h"
 #include "test_eval_fixtures.h"
 
@@ -65,6 +66,36 @@ TEST(Documents, JsonlGivesOneDocumentPerLineCutToContext) {
       << "blank lines and one-token documents are skipped";
 }
 
+// A conversation (gen-data's output: "messages" plus other fields) is the document dms retrofit
+// trains on: the same tokens as its data reader gives, cut to context.
+TEST(Documents, ConversationsAreRenderedAsRetrofitRendersThem) {
+  const Model& model = eval_model("tiny");
+  const ScratchFile chats("chats.jsonl",
+                          R"({"id": "a", "messages": [{"role": "user", "content": "What is 2 + 3? Think step by step."},)"
+                          R"( {"role": "assistant", "content": "2 plus 3 is 5, since counting on from 2 gives 3, 4, 5."}]})"
+                          "\n"
+                          R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."},)"
+                          R"( {"role": "assistant", "content": "Blue."}], "reply_tokens": 2})"
+                          "\n");
+  const std::vector<dms::Document> trained = read_documents({chats.path}, *model.tokenizer, model.chat_template);
+  DocumentOptions o{1000, 4, "auto", "messages", false, &model.chat_template};
+  const auto docs = load_documents(chats.path, *model.tokenizer, o);
+  ASSERT_EQ(docs.size(), 2u);
+  for (size_t d = 0; d < 2; ++d) {
+    EXPECT_EQ(docs[d], trained[d].tokens) << "document " << d;
+    EXPECT_GT(docs[d].size(), 10u);
+  }
+  o.context = 7;
+  EXPECT_EQ(load_documents(chats.path, *model.tokenizer, o)[0], Document(trained[0].tokens.begin(), trained[0].tokens.begin() + 7));
+  o.chat_template = nullptr;
+  EXPECT_NE(error_of([&] { load_documents(chats.path, *model.tokenizer, o); }).find(chats.path + ":1: \"messages\" is a conversation"),
+            std::string::npos);
+  const ScratchFile role("role.jsonl", R"({"messages": [{"role": "robot", "content": "beep"}]})" "\n");
+  o.chat_template = &model.chat_template;
+  EXPECT_NE(error_of([&] { load_documents(role.path, *model.tokenizer, o); }).find(role.path + ":1: messages[0].role 'robot'"),
+            std::string::npos);
+}
+
 TEST(Documents, BadInputNamesTheFileLineAndField) {
   const DocumentOptions o{64, 4, "auto", "text", false};
   EXPECT_NE(error_of([&] { load_documents("/nonexistent/x.txt", tokenizer(), o); }).find("/nonexistent/x.txt: cannot open"),
@@ -77,7 +108,7 @@ TEST(Documents, BadInputNamesTheFileLineAndField) {
             std::string::npos);
   EXPECT_EQ(load_documents(other.path, tokenizer(), {64, 4, "auto", "body", false}).size(), 1u);
   const ScratchFile number("number.jsonl", "{\"text\": 5}\n");
-  EXPECT_NE(error_of([&] { load_documents(number.path, tokenizer(), o); }).find("\"text\" is not a string"),
+  EXPECT_NE(error_of([&] { load_documents(number.path, tokenizer(), o); }).find("\"text\" is neither a string nor a list"),
             std::string::npos);
   const ScratchFile array("array.jsonl", "[1, 2]\n");
   EXPECT_NE(error_of([&] { load_documents(array.path, tokenizer(), o); }).find("expected a JSON object"), std::string::npos);

@@ -200,7 +200,8 @@ int run_eval(int argc, char** argv) {
   add_model_options(args, ShippedAdapter::Apply);
   args.option("data", "FILE", "text file (cut into documents of --context tokens) or JSONL (one document per line)")
       .option("format", "auto|text|jsonl", "how to read --data; auto: jsonl for a .jsonl name", "auto")
-      .option("field", "NAME", "JSONL: the member holding each document's text", "text")
+      .option("field", "NAME", "JSONL: the member holding each document's text, or a conversation rendered with "
+                               "the chat template (e.g. messages, as in dms gen-data output)", "text")
       .option("context", "N", "tokens per document", "4096")
       .option("docs", "N", "documents", "4")
       .option("batch", "N", "documents per cache step", "8")
@@ -282,6 +283,7 @@ int run_eval(int argc, char** argv) {
     throw UsageError(model.info.path + " has no DMS decision heads: pass --dms-adapter, or --force-evict LIST to flag keys "
                      "at random");
   d.add_bos = model.tokenizer->add_bos_default();
+  d.chat_template = &model.chat_template;
   o.retrieval_items.add_bos = d.add_bos;
   const std::vector<Document> docs = load_documents(args.str("data"), *model.tokenizer, d);
   for (int64_t length : o.retrieval_items.lengths)

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "dms/tokenizer/chat_messages.h"
 #include "dms/util/error.h"
 
 namespace dms::eval {
@@ -67,8 +68,17 @@ std::vector<Document> jsonl_documents(std::ifstream& in, const std::string& path
     }
     if (!j.is_object()) fail(where, "expected a JSON object per line");
     if (!j.contains(o.field)) fail(where, "no \"" + o.field + "\" member (--field names the one holding the text)");
-    if (!j[o.field].is_string()) fail(where, "\"" + o.field + "\" is not a string");
-    Document d = encode(tok, j[o.field].get<std::string>(), o.add_bos, where);
+    const nlohmann::json& value = j[o.field];
+    Document d;
+    if (value.is_string()) {
+      d = encode(tok, value.get<std::string>(), o.add_bos, where);
+    } else if (value.is_array()) {
+      if (!o.chat_template) fail(where, "\"" + o.field + "\" is a conversation, and no chat template was given to render it");
+      // The template writes its own BOS, as in training data.
+      d = encode(tok, o.chat_template->render(parse_chat_messages(value, where), false), false, where);
+    } else {
+      fail(where, "\"" + o.field + "\" is neither a string nor a list of {role, content} messages");
+    }
     if (static_cast<int64_t>(d.size()) > o.context) d.resize(static_cast<size_t>(o.context));
     if (d.size() >= 2) docs.push_back(std::move(d));
   }

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dms/tokenizer/chat_messages.h"
 #include "dms/tokenizer/chat_template.h"
 #include "dms/tokenizer/tokenizer.h"
 #include "dms/train/data_jsonl.h"
@@ -31,25 +32,6 @@ std::vector<int32_t> encode(const Tokenizer& tokenizer, const std::string& text,
   } catch (const Error& e) {
     fail(where, e.what());
   }
-}
-
-std::vector<ChatMessage> parse_messages(const nlohmann::json& messages, const std::string& where) {
-  if (!messages.is_array() || messages.empty()) fail(where, "'messages' must be a non-empty list of {role, content} objects");
-  std::vector<ChatMessage> out;
-  for (size_t i = 0; i < messages.size(); ++i) {
-    const nlohmann::json& m = messages[i];
-    const std::string field = "messages[" + std::to_string(i) + "]";
-    if (!m.is_object()) fail(where, field + " must be an object with 'role' and 'content'");
-    auto role = m.find("role");
-    if (role == m.end() || !role->is_string()) fail(where, field + ".role must be a string");
-    const std::string r = role->get<std::string>();
-    if (r != "system" && r != "user" && r != "assistant")
-      fail(where, field + ".role '" + r + "' is not one of system, user, assistant");
-    auto content = m.find("content");
-    if (content == m.end() || !content->is_string()) fail(where, field + ".content must be a string");
-    out.push_back({r, content->get<std::string>()});
-  }
-  return out;
 }
 
 std::string split_key_of(const nlohmann::json& record, const std::string& content, const std::string& where) {
@@ -77,7 +59,7 @@ Document document_from_record(const nlohmann::json& record, const std::string& w
     doc.split_key = split_key_of(record, t, where);
     doc.tokens = encode(tokenizer, t, tokenizer.add_bos_default(), where);
   } else {
-    const std::vector<ChatMessage> chat = parse_messages(*messages, where);
+    const std::vector<ChatMessage> chat = parse_chat_messages(*messages, where);
     // The canonical form of the conversation, so that key order or extra fields do not move it.
     nlohmann::json canonical = nlohmann::json::array();
     for (const auto& m : chat) canonical.push_back({{"role", m.role}, {"content", m.content}});
