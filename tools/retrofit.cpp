@@ -376,7 +376,9 @@ int run_retrofit(int argc, char** argv) {
                  first_step > 0 ? (", resuming after step " + std::to_string(first_step)).c_str() : "");
   const auto start = Clock::now();
   int64_t tokens_seen = 0;
-  while (trainer.steps_done() < steps && g_signal.load() == 0) {
+  bool stop = g_signal.load() != 0;
+  if (dp) stop = dp->any(stop);
+  while (trainer.steps_done() < steps && !stop) {
     const auto t0 = Clock::now();
     std::vector<TrainBatch> micro;
     for (int64_t m = 0; m < accumulation; ++m) {
@@ -384,7 +386,11 @@ int run_retrofit(int argc, char** argv) {
       b.first_sequence = (m * world + rank) * batch;
       micro.push_back(std::move(b));
     }
-    const StepResult r = trainer.step(micro);
+    StepResult r = trainer.step(micro);
+    if (dp) {  // the log tells of the whole batch, not of rank 0's rows
+      const std::vector<double> m = dp->mean({r.loss, r.distill, r.compress, r.frac});
+      r.loss = m[0], r.distill = m[1], r.compress = m[2], r.frac = m[3];
+    }
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     tokens_seen += r.tokens * world;
     const int64_t done = trainer.steps_done();
@@ -402,9 +408,11 @@ int run_retrofit(int argc, char** argv) {
     }
     if (eval_every > 0 && done % eval_every == 0 && done < steps) evaluate();
     if (writer && done % checkpoint_every == 0 && done < steps) checkpoint.save(trainer, data, run);
+    stop = g_signal.load() != 0;
+    if (dp) stop = dp->any(stop);  // every process stops after the same step
   }
 
-  if (g_signal.load() != 0) {
+  if (stop) {
     if (writer) {
       checkpoint.save(trainer, data, run);
       std::fprintf(stderr,

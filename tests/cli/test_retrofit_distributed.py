@@ -4,18 +4,21 @@ on the same data and seed, on the tiny Llama without decision heads of
 tests/reference/make_eval_fixtures.py.
 
 The two runs must write the same adapter (to fp32 rounding, magnified a little by AdamW over a
-few steps) and log the same losses; one process with --batch 1 (rank 0's rows alone) must not,
-so the check fails if rank 1's gradients were dropped. Bad torchrun variables are errors that
-name the variable.
+few steps) and log the same losses (rank 0 logs the mean over ranks); one process with --batch 1
+(rank 0's rows alone) must not, so the check fails if rank 1's gradients were dropped. A Ctrl-C
+that reaches one rank only stops both after the same step with a checkpoint, and --resume on both
+finishes the run. Bad torchrun variables are errors that name the variable.
 
 Run: python tests/cli/test_retrofit_distributed.py  (env: DMS_BIN = the dms binary,
 DMS_FIXTURES = the fixture folder, the Python with numpy and safetensors)
 """
 import json
 import os
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 import unittest
 
 import numpy as np
@@ -32,6 +35,7 @@ STEPS, SEQ_LEN = 4, 32
 # Measured: 1.2e-7 (half the batch alone: 0.067).
 ADAPTER_TOLERANCE = 1e-5
 GRAD_NORM_TOLERANCE = 1e-3  # relative
+LOSS_TOLERANCE = 1e-4  # relative, for the logged losses and fraction (means of fp32 sums)
 
 
 def free_port():
@@ -40,9 +44,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def retrofit_args(out, batch):
+def retrofit_args(out, batch, steps=STEPS):
     return [DMS, "retrofit", "--model", MODEL, "--data", DATA, "--heldout-fraction", "0",
-            "--steps", str(STEPS), "--seq-len", str(SEQ_LEN), "--window", "4", "--batch", str(batch),
+            "--steps", str(steps), "--seq-len", str(SEQ_LEN), "--window", "4", "--batch", str(batch),
             "--target-cr", "4", "--ramp-steps", "1", "--lr", "1e-2", "--alpha-scale", "5",
             "--alpha-offset", "1", "--seed", "3", "--threads", "1", "--out", out]
 
@@ -58,19 +62,26 @@ def run_single(out, batch):
     return subprocess.run(retrofit_args(out, batch), capture_output=True, text=True, timeout=600, env=clean_env())
 
 
-def run_two_ranks(out):
+def start_two_ranks(args):
     port = str(free_port())
     procs = []
     for rank in range(2):
         env = clean_env()
         env.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port, LOCAL_RANK=str(rank))
-        procs.append(subprocess.Popen(retrofit_args(out, 1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, env=env))
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    return procs
+
+
+def finish(procs, timeout=600):
     results = []
     for p in procs:
-        stdout, stderr = p.communicate(timeout=600)
+        stdout, stderr = p.communicate(timeout=timeout)
         results.append((p.returncode, stderr))
     return results
+
+
+def run_two_ranks(out):
+    return finish(start_two_ranks(retrofit_args(out, 1)))
 
 
 def steps_of(out):
@@ -129,10 +140,44 @@ class RetrofitDataParallel(unittest.TestCase):
             self.assertEqual(a["tokens"], b["tokens"], "rank 0 logs the tokens of every rank")
             if a["step"] > 1:  # the first step's target CR is 1: nothing to push for yet
                 self.assertGreater(a["compress"], 0, "the compression loss (a hinge) must be active")
-            # Rank 0 logs the losses of its own rows, but the gradient norm of the averaged
+            # Rank 0 logs the mean of every rank's losses, and the gradient norm of the averaged
             # gradient: the whole batch's.
             self.assertLess(abs(a["grad_norm"] - b["grad_norm"]), GRAD_NORM_TOLERANCE * a["grad_norm"],
                             f"step {a['step']}")
+            for key in ("loss", "distill", "compress", "frac"):
+                self.assertLessEqual(abs(a[key] - b[key]), LOSS_TOLERANCE * abs(a[key]) + 1e-9, f"step {a['step']} {key}")
+
+
+class RetrofitDataParallelInterrupt(unittest.TestCase):
+    def test_a_ctrl_c_on_one_rank_stops_both_after_the_same_step_and_resume_finishes(self):
+        steps = 400  # far more than run before the signal lands
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "out")
+            args = retrofit_args(out, 1, steps)
+            procs = start_two_ranks(args)
+            log = os.path.join(out, "log.jsonl")
+            deadline = time.time() + 300
+            while time.time() < deadline and procs[0].poll() is None:
+                if os.path.exists(log) and len(steps_of(out)) >= 2:
+                    break
+                time.sleep(0.05)
+            self.assertGreaterEqual(len(steps_of(out)), 2, "the run did not start")
+            procs[1].send_signal(signal.SIGINT)  # rank 1 only: rank 0 must learn of it
+            started = time.time()
+            (code0, err0), (code1, err1) = finish(procs, timeout=120)
+            self.assertLess(time.time() - started, 60, "rank 0 waited for a collective that never came")
+            self.assertEqual(code0, 130, err0)
+            self.assertEqual(code1, 130, err1)
+            self.assertIn("interrupted after step", err0)
+            done = len(steps_of(out))
+            self.assertLess(done, steps)
+            with open(os.path.join(out, "checkpoint", "checkpoint.json"), encoding="utf-8") as f:
+                self.assertEqual(json.load(f)["step"], done)
+
+            results = finish(start_two_ranks(args + ["--resume"]))
+            for rank, (code, stderr) in enumerate(results):
+                self.assertEqual(code, 0, f"rank {rank}: {stderr}")
+            self.assertEqual([r["step"] for r in steps_of(out)], list(range(1, steps + 1)))
 
 
 class RetrofitBadLaunch(unittest.TestCase):

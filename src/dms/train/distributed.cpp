@@ -234,4 +234,29 @@ void DataParallel::barrier() {
   run(where_, "barrier", [&] { return group_->gloo->barrier(); });
 }
 
+std::vector<double> DataParallel::mean(const std::vector<double>& values) {
+  if (world_ == 1 || values.empty()) return values;
+  // The count goes first, so ranks passing different counts are caught rather than paired.
+  std::vector<at::Tensor> count{at::tensor({static_cast<double>(values.size()), -static_cast<double>(values.size())}, at::kDouble)};
+  c10d::AllreduceOptions max;
+  max.reduceOp = c10d::ReduceOp::MAX;
+  run(where_, "mean: comparing counts", [&] { return group_->gloo->allreduce(count, max); });
+  if (count[0][0].item<double>() != static_cast<double>(values.size()) ||
+      count[0][1].item<double>() != -static_cast<double>(values.size()))
+    fail(where_, "mean: the processes passed different numbers of values");
+  std::vector<at::Tensor> sum{at::tensor(values, at::kDouble)};
+  run(where_, "mean of " + std::to_string(values.size()) + " values", [&] { return group_->gloo->allreduce(sum); });
+  const at::Tensor m = sum[0].div(world_);
+  return std::vector<double>(m.data_ptr<double>(), m.data_ptr<double>() + m.numel());
+}
+
+bool DataParallel::any(bool flag) {
+  if (world_ == 1) return flag;
+  std::vector<at::Tensor> t{at::tensor({flag ? 1.0 : 0.0}, at::kDouble)};
+  c10d::AllreduceOptions max;
+  max.reduceOp = c10d::ReduceOp::MAX;
+  run(where_, "any", [&] { return group_->gloo->allreduce(t, max); });
+  return t[0].item<double>() > 0;
+}
+
 }  // namespace dms

@@ -56,6 +56,12 @@ class DataParallel {
   void broadcast(const std::vector<at::Tensor>& tensors, int root = 0);
   // Returns once every process has called it.
   void barrier();
+  // The element-wise mean over processes of a few numbers (a step's losses, for the log).
+  std::vector<double> mean(const std::vector<double>& values);
+  // True on every process when `flag` is true on any: a Ctrl-C or SIGTERM that reached some
+  // processes stops all of them after the same step, rather than leaving the rest waiting in
+  // the next collective.
+  bool any(bool flag);
 
  private:
   struct Group;
