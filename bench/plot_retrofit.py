@@ -26,7 +26,8 @@ def main(log_path, png_path):
     if evals:
         ax_l.plot([r["step"] for r in evals], [r["heldout_kl"] for r in evals], "o-", label="held-out KL")
     ax_l.set_xlabel("step")
-    ax_l.set_ylabel("nats per token")
+    ax_l.set_ylabel("nats per token (log scale; zeros not drawn)")
+    ax_l.set_yscale("log")  # the losses span 1e-4 to a few nats; a linear axis shows only the spikes
     ax_l.set_title("losses")
     ax_l.legend()
     ax_f.plot(x, [r["frac"] for r in steps], lw=0.8, label="eviction fraction (train)")
