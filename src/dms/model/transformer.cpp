@@ -30,8 +30,16 @@ at::Tensor rope_inv_freq(const ModelConfig& c, const at::Tensor& freq_factors) {
     }
   }
   if (freq_factors.defined()) inv /= freq_factors.to(at::kDouble);
-  return inv.to(at::kFloat);
+  return inv;
 }
+
+namespace {
+
+// Norms, RoPE and decision logits compute in fp32, or in fp64 for fp64 weights (the gradient
+// checks), never in bf16.
+at::ScalarType compute_type(const at::Tensor& x) { return at::promote_types(x.scalar_type(), at::kFloat); }
+
+}  // namespace
 
 Transformer::Transformer(ModelConfig config, Weights weights)
     : config_(std::move(config)), weights_(std::move(weights)) {
@@ -47,14 +55,14 @@ Transformer::Transformer(ModelConfig config, Weights weights)
 }
 
 at::Tensor Transformer::rms_norm(const at::Tensor& x, const at::Tensor& w) const {
-  auto xf = x.to(at::kFloat);
+  auto xf = x.to(compute_type(x));
   auto normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config_.rms_eps);
   return w * normed.to(x.scalar_type());
 }
 
 // scale * raw - offset in fp32, [T, n_kv]; per-layer decisions all follow KV head 0.
 at::Tensor Transformer::decision_logits(const at::Tensor& raw) const {
-  auto l = raw.to(at::kFloat) * config_.dms.alpha_scale - config_.dms.alpha_offset;
+  auto l = raw.to(compute_type(raw)) * config_.dms.alpha_scale - config_.dms.alpha_offset;
   return config_.dms.per_layer ? l.narrow(1, 0, 1).expand_as(l).contiguous() : l;
 }
 
@@ -63,13 +71,15 @@ at::Tensor Transformer::rotate(const at::Tensor& x, const at::Tensor& cos, const
   const int64_t half = config_.head_dim / 2;
   auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
   auto rotated = at::cat({-x2, x1}, -1);
-  return (x.to(at::kFloat) * cos + rotated.to(at::kFloat) * sin).to(x.scalar_type());
+  const auto ct = compute_type(x);
+  return (x.to(ct) * cos.to(ct) + rotated.to(ct) * sin.to(ct)).to(x.scalar_type());
 }
 
 at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& positions, AttentionBackend& attn) const {
   const auto& c = config_;
   const int64_t T = tokens.size(0), D = c.head_dim;
-  auto freqs = positions.to(at::kFloat).unsqueeze(1) * inv_freq_.unsqueeze(0);  // [T, D/2]
+  const auto ct = compute_type(weights_.embed);
+  auto freqs = positions.to(ct).unsqueeze(1) * inv_freq_.to(ct).unsqueeze(0);  // [T, D/2]
   auto emb = at::cat({freqs, freqs}, -1).unsqueeze(1);                          // [T, 1, D]
   auto cos = emb.cos(), sin = emb.sin();
 

@@ -32,7 +32,7 @@ class Transformer {
 
   ModelConfig config_;
   Weights weights_;
-  at::Tensor inv_freq_;   // [D/2] fp32, with the checkpoint's rope scaling applied
+  at::Tensor inv_freq_;   // [D/2] fp64, with the checkpoint's rope scaling applied
   at::Tensor query_keep_; // [n_heads, D] ones, 0 at the channels Mode A borrows (head g*G, D-1)
 };
 
