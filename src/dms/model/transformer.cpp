@@ -60,19 +60,20 @@ at::Tensor Transformer::rms_norm(const at::Tensor& x, const at::Tensor& w) const
   return w * normed.to(x.scalar_type());
 }
 
-// scale * raw - offset in fp32, [T, n_kv]; per-layer decisions all follow KV head 0.
+// scale * raw - offset in fp32 (fp64 for fp64 weights), [T, n_kv]; per-layer decisions all
+// follow KV head 0.
 at::Tensor Transformer::decision_logits(const at::Tensor& raw) const {
   auto l = raw.to(compute_type(raw)) * config_.dms.alpha_scale - config_.dms.alpha_offset;
   return config_.dms.per_layer ? l.narrow(1, 0, 1).expand_as(l).contiguous() : l;
 }
 
-// Rotate-half RoPE on [T, heads, D]; cos/sin are [T, 1, D].
+// Rotate-half RoPE on [T, heads, D]; cos/sin are [T, 1, D] in the compute type.
 at::Tensor Transformer::rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
   const int64_t half = config_.head_dim / 2;
   auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
   auto rotated = at::cat({-x2, x1}, -1);
   const auto ct = compute_type(x);
-  return (x.to(ct) * cos.to(ct) + rotated.to(ct) * sin.to(ct)).to(x.scalar_type());
+  return (x.to(ct) * cos + rotated.to(ct) * sin).to(x.scalar_type());
 }
 
 at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& positions, AttentionBackend& attn) const {

@@ -237,12 +237,12 @@ void DataParallel::barrier() {
 std::vector<double> DataParallel::mean(const std::vector<double>& values) {
   if (world_ == 1 || values.empty()) return values;
   // The count goes first, so ranks passing different counts are caught rather than paired.
-  std::vector<at::Tensor> count{at::tensor({static_cast<double>(values.size()), -static_cast<double>(values.size())}, at::kDouble)};
+  const auto n = static_cast<double>(values.size());
+  std::vector<at::Tensor> count{at::tensor({n, -n}, at::kDouble)};
   c10d::AllreduceOptions max;
   max.reduceOp = c10d::ReduceOp::MAX;
   run(where_, "mean: comparing counts", [&] { return group_->gloo->allreduce(count, max); });
-  if (count[0][0].item<double>() != static_cast<double>(values.size()) ||
-      count[0][1].item<double>() != -static_cast<double>(values.size()))
+  if (count[0][0].item<double>() != n || count[0][1].item<double>() != -n)
     fail(where_, "mean: the processes passed different numbers of values");
   std::vector<at::Tensor> sum{at::tensor(values, at::kDouble)};
   run(where_, "mean of " + std::to_string(values.size()) + " values", [&] { return group_->gloo->allreduce(sum); });
