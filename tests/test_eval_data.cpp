@@ -12,6 +12,7 @@
 #include "dms/eval/retrieval.h"
 #include "dms/train/data_documents.h"
 #include "dms/util/error.h"
+#include "test_dms_model_fixtures.h"
 #include "test_eval_fixtures.h"
 
 namespace dms::eval {
@@ -22,15 +23,7 @@ using test::eval_model;
 
 const Tokenizer& tokenizer() { return *eval_model("tiny").tokenizer; }
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error thrown)";
-}
+using test::error_of;
 
 struct ScratchFile {
   std::string path;

@@ -108,6 +108,9 @@ std::string ratio_text(double r) {
   return buf;
 }
 
+// The matched column: "-" for dense and dms, else whether the baseline met the matching rule.
+const char* matched_text(const PolicyEntry& e) { return e.target_cr > 0 ? (e.matched() ? "yes" : "NO") : "-"; }
+
 void print_teacher_forced(const EvalReport& r) {
   int64_t predictions = 0;
   for (int64_t n : r.document_tokens) predictions += n - 1;
@@ -125,7 +128,7 @@ void print_teacher_forced(const EvalReport& r) {
       std::printf("%-12s %-10s %7.2f %7.2f %7s %8s %7s %11.5f %8s %9.3f\n", i == 0 ? p.label.c_str() : "",
                   e.policy.c_str(), e.compression.memory_ratio(), e.compression.compression_ratio(),
                   percent(e.compression.eviction_fraction()).c_str(),
-                  ratio_text(e.budget_ratio).c_str(), e.target_cr > 0 ? (e.matched() ? "yes" : "NO") : "-", q.mean_kl(),
+                  ratio_text(e.budget_ratio).c_str(), matched_text(e), q.mean_kl(),
                   percent(q.top1()).c_str(), q.perplexity());
     }
   std::printf("\nper context bucket: KL nats / top-1 / ppl\n%-12s %-10s", "point", "policy");
@@ -161,7 +164,7 @@ void print_free_running(const EvalReport& r, int64_t new_tokens) {
       const auto& e = p.free_running[i];
       std::printf("%-12s %-10s %7.2f %7.2f %8s %7s %12.1f %10s %15s\n", i == 0 ? p.label.c_str() : "", e.policy.c_str(),
                   e.compression.memory_ratio(), e.compression.compression_ratio(), ratio_text(e.budget_ratio).c_str(),
-                  e.target_cr > 0 ? (e.matched() ? "yes" : "NO") : "-", e.mean_prefix(),
+                  matched_text(e), e.mean_prefix(),
                   percent(e.identical_share()).c_str(), percent(e.position_match()).c_str());
     }
 }
@@ -175,7 +178,7 @@ void print_retrieval(const EvalReport& r, const std::vector<double>& depths, int
     std::printf("\n%-12s %-10s %7lld %7.2f %7.2f %8s %7s", point.c_str(), e.policy.c_str(),
                 static_cast<long long>(e.length), e.compression.memory_ratio(), e.compression.compression_ratio(),
                 ratio_text(e.budget_ratio).c_str(),
-                e.target_cr > 0 ? (e.matched() ? "yes" : "NO") : "-");
+                matched_text(e));
     for (double d : depths) std::printf(" %7s", percent(e.accuracy_at_depth(r.retrieval_items, d)).c_str());
     std::printf(" %8s", percent(e.accuracy()).c_str());
   };

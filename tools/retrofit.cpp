@@ -376,8 +376,9 @@ int run_retrofit(int argc, char** argv) {
                  first_step > 0 ? (", resuming after step " + std::to_string(first_step)).c_str() : "");
   const auto start = Clock::now();
   int64_t tokens_seen = 0;
-  bool stop = g_signal.load() != 0;
-  if (dp) stop = dp->any(stop);
+  // A signal that reached any process stops every process after the same step.
+  const auto stop_requested = [&dp] { return dp ? dp->any(g_signal.load() != 0) : g_signal.load() != 0; };
+  bool stop = stop_requested();
   while (trainer.steps_done() < steps && !stop) {
     const auto t0 = Clock::now();
     std::vector<TrainBatch> micro;
@@ -408,8 +409,7 @@ int run_retrofit(int argc, char** argv) {
     }
     if (eval_every > 0 && done % eval_every == 0 && done < steps) evaluate();
     if (writer && done % checkpoint_every == 0 && done < steps) checkpoint.save(trainer, data, run);
-    stop = g_signal.load() != 0;
-    if (dp) stop = dp->any(stop);  // every process stops after the same step
+    stop = stop_requested();
   }
 
   if (stop) {

@@ -43,7 +43,7 @@ at::ScalarType compute_type(const at::Tensor& x) { return at::promote_types(x.sc
 
 Transformer::Transformer(ModelConfig config, Weights weights)
     : config_(std::move(config)), weights_(std::move(weights)) {
-  inv_freq_ = rope_inv_freq(config_, weights_.rope_freq_factors);
+  inv_freq_ = rope_inv_freq(config_, weights_.rope_freq_factors).to(compute_type(weights_.embed));
   const auto& c = config_;
   if (c.dms.mode == DmsMode::Adapter)
     for (size_t i = 0; i < weights_.layers.size(); ++i)
@@ -79,8 +79,7 @@ at::Tensor Transformer::rotate(const at::Tensor& x, const at::Tensor& cos, const
 at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& positions, AttentionBackend& attn) const {
   const auto& c = config_;
   const int64_t T = tokens.size(0), D = c.head_dim;
-  const auto ct = compute_type(weights_.embed);
-  auto freqs = positions.to(ct).unsqueeze(1) * inv_freq_.to(ct).unsqueeze(0);  // [T, D/2]
+  auto freqs = positions.to(inv_freq_.scalar_type()).unsqueeze(1) * inv_freq_.unsqueeze(0);  // [T, D/2]
   auto emb = at::cat({freqs, freqs}, -1).unsqueeze(1);                          // [T, 1, D]
   auto cos = emb.cos(), sin = emb.sin();
 
@@ -120,7 +119,7 @@ at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& posi
 }
 
 at::Tensor Transformer::logits(const at::Tensor& hidden) const {
-  return at::linear(hidden, weights_.lm_head).to(at::kFloat);
+  return at::linear(hidden, weights_.lm_head).to(compute_type(hidden));
 }
 
 }  // namespace dms

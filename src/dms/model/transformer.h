@@ -18,7 +18,7 @@ class Transformer {
 
   // tokens, positions: [T] int64. Returns the final hidden states [T, H] (after the last norm).
   at::Tensor forward(const at::Tensor& tokens, const at::Tensor& positions, AttentionBackend& attn) const;
-  // Logits in fp32 for hidden rows [N, H] -> [N, V].
+  // Logits in fp32 (fp64 for fp64 weights) for hidden rows [N, H] -> [N, V].
   at::Tensor logits(const at::Tensor& hidden) const;
 
   const ModelConfig& config() const { return config_; }
@@ -32,7 +32,7 @@ class Transformer {
 
   ModelConfig config_;
   Weights weights_;
-  at::Tensor inv_freq_;   // [D/2] fp64, with the checkpoint's rope scaling applied
+  at::Tensor inv_freq_;   // [D/2] in the compute type, with the checkpoint's rope scaling applied
   at::Tensor query_keep_; // [n_heads, D] ones, 0 at the channels Mode A borrows (head g*G, D-1)
 };
 

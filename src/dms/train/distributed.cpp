@@ -236,15 +236,8 @@ void DataParallel::barrier() {
 
 std::vector<double> DataParallel::mean(const std::vector<double>& values) {
   if (world_ == 1 || values.empty()) return values;
-  // The count goes first, so ranks passing different counts are caught rather than paired.
-  const auto n = static_cast<double>(values.size());
-  std::vector<at::Tensor> count{at::tensor({n, -n}, at::kDouble)};
-  c10d::AllreduceOptions max;
-  max.reduceOp = c10d::ReduceOp::MAX;
-  run(where_, "mean: comparing counts", [&] { return group_->gloo->allreduce(count, max); });
-  if (count[0][0].item<double>() != n || count[0][1].item<double>() != -n)
-    fail(where_, "mean: the processes passed different numbers of values");
   std::vector<at::Tensor> sum{at::tensor(values, at::kDouble)};
+  require_same_tensors(*group_->gloo, where_, "mean", sum);
   run(where_, "mean of " + std::to_string(values.size()) + " values", [&] { return group_->gloo->allreduce(sum); });
   const at::Tensor m = sum[0].div(world_);
   return std::vector<double>(m.data_ptr<double>(), m.data_ptr<double>() + m.numel());

@@ -24,8 +24,7 @@ HeldoutResult evaluate_heldout(const Trainer& trainer, const std::vector<TrainBa
     HardDecisions hard;
     TrainingAttention attn(batch, {.window = c.dms.window, .tau = 1.0, .per_layer = c.dms.per_layer}, &hard);
     const at::Tensor hidden = student.forward(batch.tokens, batch.positions, attn);
-    const at::Tensor logits = at::linear(hidden, student.weights().lm_head).to(teacher.scalar_type());
-    const at::Tensor log_p = at::log_softmax(logits, -1);
+    const at::Tensor log_p = at::log_softmax(student.logits(hidden), -1);
     const at::Tensor mask = batch.counted.to(at::kDouble);
     const at::Tensor per_row = (teacher.exp() * (teacher - log_p)).sum(-1).to(at::kDouble);
     kl_sum += (per_row * mask).sum().item<double>();

@@ -27,11 +27,6 @@ bool trains(TrainTarget target, const std::string& name) {
   return target == TrainTarget::All || name.find(".dms_proj_alpha") != std::string::npos;
 }
 
-// Logits in fp32 (fp64 for fp64 weights) for hidden rows [N, H].
-at::Tensor output_logits(const Transformer& t, const at::Tensor& hidden) {
-  return at::linear(hidden, t.weights().lm_head).to(at::promote_types(hidden.scalar_type(), at::kFloat));
-}
-
 }  // namespace
 
 std::string train_target_name(TrainTarget target) { return target == TrainTarget::Adapter ? "adapter" : "all"; }
@@ -104,7 +99,7 @@ at::Tensor Trainer::teacher_log_probs(const TrainBatch& batch) const {
   at::NoGradGuard no_grad;
   TrainingAttention attn(batch, {.window = config_.dms.window, .tau = options_.tau}, nullptr);
   const at::Tensor hidden = teacher_->forward(batch.tokens, batch.positions, attn);
-  return dms::teacher_log_probs(output_logits(*teacher_, hidden));
+  return dms::teacher_log_probs(teacher_->logits(hidden));
 }
 
 StepLosses Trainer::accumulate(const TrainBatch& batch, const at::Tensor& teacher) {
@@ -122,7 +117,7 @@ StepLosses Trainer::accumulate(const TrainBatch& batch, const at::Tensor& teache
                          &noise);
   const Transformer student(config_, forward_weights(/*detached=*/false, /*compute_dtype=*/true));
   const at::Tensor hidden = student.forward(batch.tokens, batch.positions, attn);
-  const at::Tensor distill = distillation_loss(output_logits(student, hidden), teacher_lp, batch.counted);
+  const at::Tensor distill = distillation_loss(student.logits(hidden), teacher_lp, batch.counted);
 
   std::vector<at::Tensor> hard;
   for (const auto& d : attn.decisions()) hard.push_back(d.hard);
