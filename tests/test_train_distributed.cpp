@@ -25,6 +25,7 @@
 #include "dms/train/distributed.h"
 #include "dms/train/trainer.h"
 #include "dms/util/error.h"
+#include "test_dms_model_fixtures.h"
 #include "test_train_helpers.h"
 
 namespace dms::test {
@@ -171,6 +172,58 @@ TEST(DataParallel, DifferentTensorsOnTheRanksAreAnErrorEverywhere) {
     }
   });
   for (const auto& m : messages) EXPECT_NE(m.find("different tensors"), std::string::npos) << m;
+}
+
+TEST(DataParallel, NcclNeedsACudaDeviceThisMachineHas) {
+  std::vector<std::string> not_cuda(2), missing(2);
+  on_ranks(2, [&](DataParallel& dp) {
+    not_cuda[dp.rank()] = error_of([&] { dp.use_nccl(at::kCPU); });
+    if (!at::hasCUDA()) missing[dp.rank()] = error_of([&] { dp.use_nccl(at::Device(at::kCUDA, dp.rank())); });
+    // The group still works through Gloo.
+    EXPECT_EQ(dp.mean({1.0 + dp.rank()}), std::vector<double>{1.5});
+  });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_NE(not_cuda[r].find("NCCL needs a CUDA device with an index, not cpu"), std::string::npos) << not_cuda[r];
+    if (!at::hasCUDA()) EXPECT_NE(missing[r].find("no CUDA device is available"), std::string::npos) << missing[r];
+  }
+}
+
+// With two GPUs: ranks on cuda:0 and cuda:1 average and broadcast through NCCL, tensors
+// staying on their GPUs, with the results Gloo gives on the CPU.
+TEST(DataParallelNccl, AveragesAndBroadcastsOnTheGpus) {
+  if (!at::hasCUDA() || at::getNumGPUs() < 2) GTEST_SKIP() << "needs two CUDA devices";
+  const int world = 2;
+  const std::vector<std::vector<int64_t>> shapes{{5, 7}, {1000}, {3}};
+  const std::vector<at::ScalarType> dtypes{at::kFloat, at::kFloat, at::kDouble};
+  std::vector<std::vector<at::Tensor>> averaged(world), broadcast(world);
+  on_ranks(world, [&](DataParallel& dp) {
+    const int r = dp.rank();
+    const at::Device gpu(at::kCUDA, r);
+    dp.use_nccl(gpu);
+    std::vector<at::Tensor> trained, sent;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      trained.push_back(at::zeros(shapes[i], at::TensorOptions(dtypes[i]).device(gpu)).requires_grad_(true));
+      trained.back().mutable_grad() = random(shapes[i], dtypes[i], 100 * r + i).to(gpu);
+      sent.push_back(random(shapes[i], dtypes[i], 200 + 10 * r + i).to(gpu));
+    }
+    dp.average(trained);
+    dp.broadcast(sent, 1);
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      EXPECT_EQ(trained[i].grad().device(), gpu);
+      EXPECT_EQ(sent[i].device(), gpu);
+      averaged[r].push_back(trained[i].grad().cpu());
+      broadcast[r].push_back(sent[i].cpu());
+    }
+  });
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    const at::Tensor expected = (random(shapes[i], at::kDouble, i) + random(shapes[i], at::kDouble, 100 + i)) / 2;
+    const double tol = dtypes[i] == at::kFloat ? 2e-6 : 1e-14;
+    for (int r = 0; r < world; ++r) {
+      EXPECT_LT((averaged[r][i].to(at::kDouble) - expected).abs().max().item<double>(), tol) << "rank " << r;
+      EXPECT_TRUE(at::equal(averaged[r][i], averaged[0][i])) << "rank " << r << " tensor " << i;
+      EXPECT_TRUE(at::equal(broadcast[r][i], random(shapes[i], dtypes[i], 210 + i))) << "rank " << r << " tensor " << i;
+    }
+  }
 }
 
 TEST(DataParallel, BadArgumentsAreErrors) {

@@ -16,6 +16,19 @@ struct UsageError : Error {
   using Error::Error;
 };
 
+// f(), with an Error it throws (a library's verdict on an option's value) turned into a
+// UsageError.
+template <class F>
+auto as_usage(F f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const UsageError&) {
+    throw;
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
+}
+
 class Args {
  public:
   Args(std::string command, std::string synopsis, std::string description);

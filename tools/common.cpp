@@ -115,11 +115,7 @@ GenerationParams generation_params_from_args(const Args& args, const Model& mode
   } else {
     p.sampling.seed = std::random_device{}() & 0x7fffffff;
   }
-  try {
-    p.sampling.validate();
-  } catch (const Error& e) {
-    throw UsageError(e.what());
-  }
+  as_usage([&] { p.sampling.validate(); });
   p.stop_strings = args.all("stop");
   if (!args.has("ignore-eos")) p.stop_ids = model.info.config.eos_ids;
   return p;

@@ -15,6 +15,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "dms/model/device.h"
 #include "dms/train/data.h"
 #include "dms/train/distributed.h"
 #include "dms/train/heldout_eval.h"
@@ -33,7 +34,8 @@ std::atomic<int> g_signal{0};
 extern "C" void on_signal(int sig) { g_signal.store(sig); }
 
 // What defines a run: a resumed run must agree on all of it, or it would not continue the same
-// loss curve. --steps, --checkpoint-every, --eval-every, --eval-rows and --threads may change.
+// loss curve. --steps, --checkpoint-every, --eval-every, --eval-rows, --threads and --device may
+// change (a run resumed on another device continues the curve to rounding, not bit for bit).
 struct RunSettings {
   nlohmann::json json;
 
@@ -168,10 +170,12 @@ int run_retrofit(int argc, char** argv) {
             "--resume continues from it), and DIR/adapter.safetensors (load with `dms generate\n"
             "--dms-adapter`) or, with --train all, the Hugging Face directory DIR/model/.\n"
             "Data parallel: launched with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT (as torchrun sets\n"
-            "them), each process trains on its --batch rows of every micro-batch; rank 0 writes.");
+            "them), each process trains on its --batch rows of every micro-batch; rank 0 writes. On GPUs\n"
+            "(--device cuda) gradients are averaged through NCCL, on the CPU through Gloo.");
   args.option("model", "PATH", "Hugging Face checkpoint directory or GGUF file", "the default model, SmolLM2-135M-Instruct")
       .option("dtype", "f32|bf16", "compute dtype (trained tensors keep fp32 masters)", "f32")
       .option("threads", "N", "CPU threads", "all cores")
+      .option("device", "cpu|cuda|cuda:N", "where to train; cuda under data parallel: cuda:LOCAL_RANK", "cpu")
       .repeated("data", "PATH", "training data: .jsonl, plain text, or a directory of them (may be repeated)")
       .repeated("heldout", "PATH", "held-out data for evaluation (may be repeated); default: a share of --data")
       .option("heldout-fraction", "F", "share of the --data documents held out (by a stable hash)", "0.05 without --heldout")
@@ -203,13 +207,7 @@ int run_retrofit(int argc, char** argv) {
   if (!args.has("out")) throw UsageError("--out: the output directory is required");
   if (!args.has("steps")) throw UsageError("--steps: the number of optimizer steps is required");
   const int64_t steps = positive(args, "steps");
-  const TrainTarget target = [&] {
-    try {
-      return parse_train_target(args.str("train"), "--train");
-    } catch (const Error& e) {
-      throw UsageError(e.what());
-    }
-  }();
+  const TrainTarget target = as_usage([&] { return parse_train_target(args.str("train"), "--train"); });
   const std::string dms_mode = args.str("dms-mode");
   if (dms_mode != "adapter" && dms_mode != "query-channel")
     throw UsageError("--dms-mode: expected adapter or query-channel, got '" + dms_mode + "'");
@@ -233,6 +231,7 @@ int run_retrofit(int argc, char** argv) {
   const int64_t seed = args.integer("seed");
   if (seed < 0) throw UsageError("--seed: must be >= 0");
   const at::ScalarType dtype = parse_dtype(args.str("dtype"));
+  at::Device device = as_usage([&] { return parse_device(args.str("device"), "--device"); });
   if (args.has("heldout") && args.has("heldout-fraction"))
     throw UsageError("--heldout and --heldout-fraction: give one or the other");
   const double heldout_fraction = args.has("heldout") ? 0.0 : args.has("heldout-fraction") ? args.number("heldout-fraction") : 0.05;
@@ -261,6 +260,9 @@ int run_retrofit(int argc, char** argv) {
   auto dp = DataParallel::from_env();
   const int rank = dp ? dp->rank() : 0, world = dp ? dp->world() : 1;
   const bool writer = rank == 0;
+  if (device.is_cuda() && !device.has_index()) device = at::Device(at::kCUDA, dp ? dp->local_rank() : 0);
+  require_device(device, "--device");
+  if (dp && device.is_cuda()) dp->use_nccl(device);
 
   const std::string model_path = args.has("model") ? args.str("model") : default_model_path();
   std::vector<std::string> data_paths, heldout_paths;
@@ -326,6 +328,7 @@ int run_retrofit(int argc, char** argv) {
   options.max_grad_norm = max_grad_norm;
   options.accumulation = accumulation;
   options.seed = static_cast<uint64_t>(seed);
+  options.device = device;
   if (dp) options.reduce_gradients = [&dp](const std::vector<at::Tensor>& t) { dp->average(t); };
   Trainer trainer(model, options);
   if (resume) {
@@ -369,8 +372,8 @@ int run_retrofit(int argc, char** argv) {
 
   const int64_t first_step = trainer.steps_done();
   if (writer)
-    std::fprintf(stderr, "retrofit: %s %s, %s, window %lld, CR 1 -> %g over %lld steps, %lld steps%s\n",
-                 train_target_name(target).c_str(), model_path.c_str(), args.str("dtype").c_str(),
+    std::fprintf(stderr, "retrofit: %s %s, %s on %s, window %lld, CR 1 -> %g over %lld steps, %lld steps%s\n",
+                 train_target_name(target).c_str(), model_path.c_str(), args.str("dtype").c_str(), device.str().c_str(),
                  static_cast<long long>(window), target_cr, static_cast<long long>(ramp_steps),
                  static_cast<long long>(steps),
                  first_step > 0 ? (", resuming after step " + std::to_string(first_step)).c_str() : "");

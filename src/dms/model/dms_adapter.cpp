@@ -80,7 +80,7 @@ StTensorOut to_output(const std::string& name, at::Tensor t) {
   if (t.scalar_type() == at::kBFloat16) dtype = StDtype::BF16;
   else if (t.scalar_type() == at::kHalf) dtype = StDtype::F16;
   else t = t.to(at::kFloat);
-  t = t.contiguous();
+  t = t.cpu().contiguous();
   StTensorOut out{name, dtype, t.sizes().vec(), {}};
   const auto* bytes = static_cast<const uint8_t*>(t.data_ptr());
   out.bytes.assign(bytes, bytes + t.numel() * t.element_size());

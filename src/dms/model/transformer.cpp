@@ -29,7 +29,7 @@ at::Tensor rope_inv_freq(const ModelConfig& c, const at::Tensor& freq_factors) {
       }
     }
   }
-  if (freq_factors.defined()) inv /= freq_factors.to(at::kDouble);
+  if (freq_factors.defined()) return inv.to(freq_factors.device()) / freq_factors.to(at::kDouble);
   return inv;
 }
 
@@ -43,14 +43,15 @@ at::ScalarType compute_type(const at::Tensor& x) { return at::promote_types(x.sc
 
 Transformer::Transformer(ModelConfig config, Weights weights)
     : config_(std::move(config)), weights_(std::move(weights)) {
-  inv_freq_ = rope_inv_freq(config_, weights_.rope_freq_factors).to(compute_type(weights_.embed));
+  const auto on = weights_.embed.options();  // the weights' device
+  inv_freq_ = rope_inv_freq(config_, weights_.rope_freq_factors).to(on.dtype(compute_type(weights_.embed)));
   const auto& c = config_;
   if (c.dms.mode == DmsMode::Adapter)
     for (size_t i = 0; i < weights_.layers.size(); ++i)
       if (!weights_.layers[i].decision.proj.defined() || !weights_.layers[i].decision.norm.defined())
         fail("model", "DMS mode 'adapter' needs the dms_proj_alpha tensors of every layer; layer " +
                           std::to_string(i) + " has none");
-  query_keep_ = at::ones({c.n_heads, c.head_dim}, dtype());
+  query_keep_ = at::ones({c.n_heads, c.head_dim}, on);
   query_keep_.slice(0, 0, c.n_heads, c.group_size()).select(1, c.head_dim - 1).zero_();
 }
 

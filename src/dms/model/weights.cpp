@@ -273,4 +273,12 @@ std::vector<NamedWeight> named_weights(Weights& w) {
   return out;
 }
 
+Weights weights_on(const Weights& w, const at::Device& device) {
+  Weights out = w;
+  for (const auto& n : named_weights(out)) *n.tensor = n.tensor->to(device);
+  if (w.lm_head.is_same(w.embed)) out.lm_head = out.embed;  // named_weights leaves a tied head out
+  if (w.rope_freq_factors.defined()) out.rope_freq_factors = w.rope_freq_factors.to(device);
+  return out;
+}
+
 }  // namespace dms

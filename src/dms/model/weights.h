@@ -68,4 +68,7 @@ struct NamedWeight {
 };
 std::vector<NamedWeight> named_weights(Weights& w);
 
+// A copy of `w` with every tensor on `device` (a tied lm_head stays tied).
+Weights weights_on(const Weights& w, const at::Device& device);
+
 }  // namespace dms

@@ -10,6 +10,7 @@
 #endif
 #include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -20,6 +21,8 @@
 #include <map>
 #include <optional>
 
+#include "dms/model/device.h"
+#include "dms/train/nccl_backend.h"
 #include "dms/util/error.h"
 
 namespace dms {
@@ -27,6 +30,15 @@ namespace dms {
 struct DataParallel::Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
+  c10::intrusive_ptr<c10d::Backend> nccl;  // after use_nccl
+  at::Device nccl_device{at::kCPU};
+
+  // The group for a buffer on `device`: NCCL for its device, Gloo (through host memory) otherwise.
+  c10d::Backend& for_device(const at::Device& device) const {
+    if (nccl && device == nccl_device) return *nccl;
+    return *gloo;
+  }
+  at::Device buffer_device(const at::Device& device) const { return nccl && device == nccl_device ? device : at::kCPU; }
 };
 
 namespace {
@@ -57,9 +69,17 @@ std::map<at::ScalarType, std::vector<size_t>> by_dtype(const std::vector<at::Ten
   return groups;
 }
 
-at::Tensor flatten(const std::vector<at::Tensor>& tensors, const std::vector<size_t>& indices) {
+// Tensors on several devices go through host memory.
+at::Device common_device(const std::vector<at::Tensor>& tensors, const std::vector<size_t>& indices) {
+  const at::Device first = tensors[indices.front()].device();
+  for (size_t i : indices)
+    if (tensors[i].device() != first) return at::kCPU;
+  return first;
+}
+
+at::Tensor flatten(const std::vector<at::Tensor>& tensors, const std::vector<size_t>& indices, const at::Device& on) {
   std::vector<at::Tensor> flat;
-  for (size_t i : indices) flat.push_back(tensors[i].detach().to(at::kCPU).reshape({-1}));
+  for (size_t i : indices) flat.push_back(tensors[i].detach().to(on).reshape({-1}));
   return at::cat(flat).contiguous();
 }
 
@@ -112,7 +132,7 @@ std::string required_env(const char* name, const std::string& why) {
 
 DataParallel::DataParallel(int rank, int world, const std::string& address, int port,
                            std::chrono::milliseconds timeout)
-    : rank_(rank), world_(world), local_rank_(rank) {
+    : rank_(rank), world_(world), local_rank_(rank), timeout_(timeout) {
   where_ = "data parallel rank " + std::to_string(rank) + " of " + std::to_string(world) + " (" + address + ":" +
            std::to_string(port) + ")";
   if (world < 1) fail(where_, "the world size must be at least 1");
@@ -132,7 +152,8 @@ DataParallel::DataParallel(int rank, int world, const std::string& address, int 
     group_->store = c10::make_intrusive<c10d::TCPStore>(address, o);
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);
     options->devices.push_back(gloo_device(address));
-    group_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(group_->store, rank, world, options);
+    group_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        c10::make_intrusive<c10d::PrefixStore>("gloo", group_->store), rank, world, options);
   } catch (const std::exception& e) {
     fail(where_, "could not join the process group within " + std::to_string(timeout.count()) +
                      " ms (are all " + std::to_string(world) + " processes started with the same MASTER_ADDR and "
@@ -186,6 +207,22 @@ void require_same_tensors(c10d::ProcessGroupGloo& gloo, const std::string& where
 
 }  // namespace
 
+void DataParallel::use_nccl(const at::Device& device) {
+  if (!device.is_cuda() || !device.has_index())
+    fail(where_, "NCCL needs a CUDA device with an index, not " + device.str());
+  require_device(device, where_);
+  if (world_ == 1) return;
+  try {
+    group_->nccl = make_nccl_backend(c10::make_intrusive<c10d::PrefixStore>("nccl", group_->store), rank_, world_,
+                                     device, timeout_, where_);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(where_, "could not create the NCCL group on " + device.str() + ": " + reason(e));
+  }
+  group_->nccl_device = device;
+}
+
 void DataParallel::average(const std::vector<at::Tensor>& trained) {
   if (world_ == 1) return;
   at::NoGradGuard no_grad;
@@ -200,9 +237,10 @@ void DataParallel::average(const std::vector<at::Tensor>& trained) {
   require_same_tensors(*group_->gloo, where_, "average", grads);
 
   for (const auto& [dtype, indices] : by_dtype(grads)) {
-    std::vector<at::Tensor> flat{flatten(grads, indices)};
+    const at::Device on = group_->buffer_device(common_device(grads, indices));
+    std::vector<at::Tensor> flat{flatten(grads, indices, on)};
     run(where_, "average: all-reduce of " + std::to_string(flat[0].numel()) + " values",
-        [&] { return group_->gloo->allreduce(flat); });
+        [&] { return group_->for_device(on).allreduce(flat); });
     flat[0].div_(world_);
     unflatten(flat[0], grads, indices);
   }
@@ -222,9 +260,10 @@ void DataParallel::broadcast(const std::vector<at::Tensor>& tensors, int root) {
   c10d::BroadcastOptions from_root;
   from_root.rootRank = root;
   for (const auto& [dtype, indices] : by_dtype(tensors)) {
-    std::vector<at::Tensor> flat{flatten(tensors, indices)};
+    const at::Device on = group_->buffer_device(common_device(tensors, indices));
+    std::vector<at::Tensor> flat{flatten(tensors, indices, on)};
     run(where_, "broadcast of " + std::to_string(flat[0].numel()) + " values from rank " + std::to_string(root),
-        [&] { return group_->gloo->broadcast(flat, from_root); });
+        [&] { return group_->for_device(on).broadcast(flat, from_root); });
     unflatten(flat[0], tensors, indices);
   }
 }

@@ -12,8 +12,12 @@
 //   // each micro-batch: this rank's B sequences, first_sequence = (micro * world + rank) * B
 //
 // Gloo's collectives give every rank the same bits (ring all-reduce: each chunk is summed once,
-// then copied around), so weights never drift apart between processes. CUDA tensors are staged
-// through host memory (this engine's GPU path has no NCCL yet).
+// then copied around), so weights never drift apart between processes. Training on GPUs, each
+// process calls use_nccl(its device) after joining: gradients and weights on that device then go
+// through an NCCL group on the same store, without a trip through host memory (NCCL's ring and tree
+// all-reduce also reduce each chunk once and copy it to every rank). Without
+// it, CUDA tensors are staged through host memory and Gloo. The few numbers of mean() and any()
+// always go through Gloo.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -48,6 +52,11 @@ class DataParallel {
   int world() const { return world_; }
   int local_rank() const { return local_rank_; }  // LOCAL_RANK, or rank() when unset
 
+  // From now on, average() and broadcast() of tensors on `device`, this process's CUDA device,
+  // go through NCCL. Throws Error for a device that is not CUDA or not present, and for a build
+  // without NCCL.
+  void use_nccl(const at::Device& device);
+
   // Averages each tensor's .grad() across processes in place (an undefined gradient counts as
   // zeros and is defined afterwards). Every process must pass tensors of the same shapes and
   // dtypes in the same order; a mismatch throws Error on every process.
@@ -67,6 +76,7 @@ class DataParallel {
   struct Group;
   int rank_ = 0, world_ = 1, local_rank_ = 0;
   std::string where_;  // "data parallel rank R of W (address:port)", for errors
+  std::chrono::milliseconds timeout_;
   std::unique_ptr<Group> group_;
 };
 

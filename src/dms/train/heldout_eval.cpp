@@ -19,7 +19,8 @@ HeldoutResult evaluate_heldout(const Trainer& trainer, const std::vector<TrainBa
   const Transformer student = trainer.student();
   double kl_sum = 0, flagged = 0, slots = 0;
   int64_t tokens = 0;
-  for (const TrainBatch& batch : batches) {
+  for (const TrainBatch& given : batches) {
+    const TrainBatch batch = given.to(trainer.device());
     const at::Tensor teacher = trainer.teacher_log_probs(batch);
     HardDecisions hard;
     TrainingAttention attn(batch, {.window = c.dms.window, .tau = 1.0, .per_layer = c.dms.per_layer}, &hard);

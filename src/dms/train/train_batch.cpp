@@ -47,6 +47,13 @@ void TrainBatch::validate(int64_t vocab_size, const std::string& where) const {
   if (counted_rows() == 0) fail(where, "no row is counted (all padding)");
 }
 
+TrainBatch TrainBatch::to(const at::Device& device) const {
+  TrainBatch out = *this;
+  for (at::Tensor* t : {&out.tokens, &out.positions, &out.documents, &out.counted})
+    if (t->defined()) *t = t->to(device);
+  return out;
+}
+
 TrainBatch make_train_batch(const at::Tensor& tokens, const at::Tensor& documents, const at::Tensor& counted) {
   if (tokens.dim() != 2 || !documents.sizes().equals(tokens.sizes()) || !counted.sizes().equals(tokens.sizes()))
     fail("training batch", "tokens, documents and counted must all be [B, T]");

@@ -30,6 +30,8 @@ struct TrainBatch {
   // Throws Error naming `where` for inconsistent shapes, dtypes or ids, a token outside
   // [0, vocab_size), a document split into more than one run, or no counted row.
   void validate(int64_t vocab_size, const std::string& where) const;
+  // The same batch with its tensors on `device`.
+  TrainBatch to(const at::Device& device) const;
 };
 
 // Builds a batch from [B, T] tensors: tokens (int64), documents (int64 ids; padding rows may

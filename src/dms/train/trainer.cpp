@@ -4,6 +4,7 @@
 
 #include <limits>
 
+#include "dms/model/device.h"
 #include "dms/train/decision_noise.h"
 #include "dms/train/training_attention.h"
 #include "dms/util/error.h"
@@ -15,11 +16,11 @@ constexpr const char* kWhere = "trainer";
 
 // Mode B heads as dms-spec section 1 starts them: projection (and bias) 0, norm weight 1.
 void add_fresh_decision_heads(const ModelConfig& c, Weights& w) {
-  const auto dtype = w.embed.scalar_type();
+  const auto like = w.embed.options();
   for (int64_t i = 0; i < c.n_layers; ++i)
     for (const auto& t : decision_head_tensors(c, i)) {
       const bool is_norm = t.member == &DecisionHeadWeights::norm;
-      w.layers[i].decision.*t.member = is_norm ? at::ones(t.shape, dtype) : at::zeros(t.shape, dtype);
+      w.layers[i].decision.*t.member = is_norm ? at::ones(t.shape, like) : at::zeros(t.shape, like);
     }
 }
 
@@ -41,8 +42,9 @@ Trainer::Trainer(const Model& model, const TrainerOptions& options)
     : Trainer(model.transformer->config(), model.transformer->weights(), options) {}
 
 Trainer::Trainer(const ModelConfig& config, const Weights& weights, const TrainerOptions& options)
-    : config_(config), weights_(weights), options_(options), seed_(options.seed) {
+    : config_(config), options_(options), seed_(options.seed) {
   options.schedule.validate(kWhere);
+  require_device(options.device, kWhere);
   if (!(options.tau > 0)) fail(kWhere, "tau must be a positive number");
   if (options.accumulation < 1) fail(kWhere, "gradient accumulation needs at least one micro-batch per step");
   const auto dtype = weights.embed.scalar_type();
@@ -50,9 +52,10 @@ Trainer::Trainer(const ModelConfig& config, const Weights& weights, const Traine
     fail(kWhere, "weights must be f32 or bf16 (or f64)");
 
   // The teacher: the model as given, eviction disabled (Mode A still lends its channel).
+  weights_ = weights_on(weights, options.device);
   ModelConfig teacher_config = config;
   teacher_config.dms.eviction_disabled = true;
-  teacher_ = std::make_unique<Transformer>(teacher_config, weights);
+  teacher_ = std::make_unique<Transformer>(teacher_config, weights_);
 
   options.dms.apply(config_.dms, kWhere);
   if (config_.dms.mode == DmsMode::Off) config_.dms.mode = DmsMode::Adapter;
@@ -94,20 +97,22 @@ Weights Trainer::student_weights() const {
   return forward_weights(/*detached=*/true, /*compute_dtype=*/true);
 }
 
-at::Tensor Trainer::teacher_log_probs(const TrainBatch& batch) const {
-  batch.validate(config_.vocab_size, "training batch");
+at::Tensor Trainer::teacher_log_probs(const TrainBatch& given) const {
+  given.validate(config_.vocab_size, "training batch");
+  const TrainBatch batch = given.to(options_.device);
   at::NoGradGuard no_grad;
   TrainingAttention attn(batch, {.window = config_.dms.window, .tau = options_.tau}, nullptr);
   const at::Tensor hidden = teacher_->forward(batch.tokens, batch.positions, attn);
   return dms::teacher_log_probs(teacher_->logits(hidden));
 }
 
-StepLosses Trainer::accumulate(const TrainBatch& batch, const at::Tensor& teacher) {
-  batch.validate(config_.vocab_size, "training batch");
+StepLosses Trainer::accumulate(const TrainBatch& given, const at::Tensor& teacher) {
+  given.validate(config_.vocab_size, "training batch");
+  const TrainBatch batch = given.to(options_.device);
   if (config_.dms.window >= batch.seq_len - 1)
     fail(kWhere, "the DMS window (" + std::to_string(config_.dms.window) + ") leaves nothing to evict in sequences of " +
                      std::to_string(batch.seq_len) + " tokens; it must be below the sequence length minus 1");
-  const at::Tensor teacher_lp = teacher.defined() ? teacher : teacher_log_probs(batch);
+  const at::Tensor teacher_lp = teacher.defined() ? teacher.to(options_.device) : teacher_log_probs(batch);
   if (teacher_lp.dim() != 2 || teacher_lp.size(0) != batch.rows() || teacher_lp.size(1) != config_.vocab_size)
     fail(kWhere, "teacher log-probabilities must be [B*T, vocab_size]");
 

@@ -70,6 +70,10 @@ struct TrainerOptions {
   double max_grad_norm = 1.0;       // global gradient-norm clip; <= 0: none
   int64_t accumulation = 1;         // micro-batches per optimizer step
   uint64_t seed = 0;                // keys the decision noise
+  // Where the student, the teacher and the optimizer live (the weights are copied there).
+  // Batches may be given on any device. The decision noise is drawn on the CPU, so a seed
+  // gives the same noise on every device.
+  at::Device device = at::kCPU;
   // Data parallel: called with the trained tensors once every micro-batch of a step has been
   // accumulated, before clipping; averages their .grad() across processes in place.
   std::function<void(const std::vector<at::Tensor>& trained)> reduce_gradients;
@@ -127,6 +131,7 @@ class Trainer {
   StepResult step(const TrainBatch& batch) { return step(std::vector<TrainBatch>{batch}); }
 
   int64_t steps_done() const { return step_; }
+  const at::Device& device() const { return options_.device; }
   const ModelConfig& student_config() const { return config_; }
   // The trained tensors (leaves whose .grad() the micro-batches fill), with their names.
   const std::vector<std::string>& trained_names() const { return names_; }
@@ -134,8 +139,8 @@ class Trainer {
   // The student's weights now, in the compute dtype, detached (for evaluation or export).
   Weights student_weights() const;
   Transformer student() const { return Transformer(config_, student_weights()); }
-  // The student's Mode B decision heads (at master precision) and settings; throws Error in
-  // Mode A.
+  // The student's Mode B decision heads (at master precision, on the trainer's device) and
+  // settings; throws Error in Mode A.
   DmsAdapter adapter() const;
 
   // Only between steps (no micro-batch accumulated).
