@@ -261,7 +261,19 @@ int run_retrofit(int argc, char** argv) {
   const int rank = dp ? dp->rank() : 0, world = dp ? dp->world() : 1;
   const bool writer = rank == 0;
   if (device.is_cuda() && !device.has_index()) device = at::Device(at::kCUDA, dp ? dp->local_rank() : 0);
-  require_device(device, "--device");
+  {
+    // A device only some ranks lack (cuda:LOCAL_RANK on a machine with fewer GPUs) stops every
+    // rank, rather than leaving the others waiting in the first collective.
+    std::string missing;
+    try {
+      require_device(device, "--device");
+    } catch (const Error& e) {
+      missing = e.what();
+    }
+    if (dp && dp->any(!missing.empty()) && missing.empty())
+      fail("--device", "another rank cannot use its device " + args.str("device"));
+    if (!missing.empty()) throw Error(missing);
+  }
   if (dp && device.is_cuda()) dp->use_nccl(device);
 
   const std::string model_path = args.has("model") ? args.str("model") : default_model_path();
