@@ -199,7 +199,7 @@ TEST(DataParallelNccl, AveragesAndBroadcastsOnTheGpus) {
   on_ranks(world, [&](DataParallel& dp) {
     const int r = dp.rank();
     const at::Device gpu(at::kCUDA, r);
-    dp.use_nccl(gpu);
+    EXPECT_TRUE(dp.use_nccl(gpu)) << "this build has no NCCL";
     std::vector<at::Tensor> trained, sent;
     for (size_t i = 0; i < shapes.size(); ++i) {
       trained.push_back(at::zeros(shapes[i], at::TensorOptions(dtypes[i]).device(gpu)).requires_grad_(true));

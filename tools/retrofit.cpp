@@ -274,7 +274,8 @@ int run_retrofit(int argc, char** argv) {
       fail("--device", "another rank cannot use its device " + args.str("device"));
     if (!missing.empty()) throw Error(missing);
   }
-  if (dp && device.is_cuda()) dp->use_nccl(device);
+  if (dp && device.is_cuda() && !dp->use_nccl(device) && writer)
+    std::fprintf(stderr, "retrofit: this build has no NCCL; gradients go through host memory and Gloo\n");
 
   const std::string model_path = args.has("model") ? args.str("model") : default_model_path();
   std::vector<std::string> data_paths, heldout_paths;

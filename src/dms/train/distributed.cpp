@@ -207,11 +207,12 @@ void require_same_tensors(c10d::ProcessGroupGloo& gloo, const std::string& where
 
 }  // namespace
 
-void DataParallel::use_nccl(const at::Device& device) {
+bool DataParallel::use_nccl(const at::Device& device) {
   if (!device.is_cuda() || !device.has_index())
     fail(where_, "NCCL needs a CUDA device with an index, not " + device.str());
   require_device(device, where_);
-  if (world_ == 1) return;
+  if (!nccl_built()) return false;
+  if (world_ == 1) return true;
   try {
     group_->nccl = make_nccl_backend(c10::make_intrusive<c10d::PrefixStore>("nccl", group_->store), rank_, world_,
                                      device, timeout_, where_);
@@ -221,6 +222,7 @@ void DataParallel::use_nccl(const at::Device& device) {
     fail(where_, "could not create the NCCL group on " + device.str() + ": " + reason(e));
   }
   group_->nccl_device = device;
+  return true;
 }
 
 void DataParallel::average(const std::vector<at::Tensor>& trained) {

@@ -14,10 +14,10 @@
 // Gloo's collectives give every rank the same bits (ring all-reduce: each chunk is summed once,
 // then copied around), so weights never drift apart between processes. Training on GPUs, each
 // process calls use_nccl(its device) after joining: gradients and weights on that device then go
-// through an NCCL group on the same store, without a trip through host memory (NCCL's ring and tree
-// all-reduce also reduce each chunk once and copy it to every rank). Without
-// it, CUDA tensors are staged through host memory and Gloo. The few numbers of mean() and any()
-// always go through Gloo.
+// through an NCCL group on the same store, without a trip through host memory (NCCL's ring and
+// tree all-reduce also reduce each chunk once and copy it to every rank). Without NCCL, CUDA
+// tensors are staged through host memory and Gloo. The few numbers of mean() and any() always go
+// through Gloo.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -53,9 +53,9 @@ class DataParallel {
   int local_rank() const { return local_rank_; }  // LOCAL_RANK, or rank() when unset
 
   // From now on, average() and broadcast() of tensors on `device`, this process's CUDA device,
-  // go through NCCL. Throws Error for a device that is not CUDA or not present, and for a build
-  // without NCCL.
-  void use_nccl(const at::Device& device);
+  // go through NCCL. Returns false, changing nothing, in a build without NCCL. Throws Error for
+  // a device that is not CUDA or not present.
+  bool use_nccl(const at::Device& device);
 
   // Averages each tensor's .grad() across processes in place (an undefined gradient counts as
   // zeros and is defined afterwards). Every process must pass tensors of the same shapes and

@@ -31,8 +31,7 @@ bool nccl_built() { return false; }
 
 c10::intrusive_ptr<c10d::Backend> make_nccl_backend(const c10::intrusive_ptr<c10d::Store>&, int, int, const at::Device&,
                                                     std::chrono::milliseconds, const std::string& where) {
-  fail(where, "this build has no NCCL (CMake found no CUDA or NCCL headers next to the torch wheel); CUDA tensors "
-              "go through host memory and Gloo instead");
+  fail(where, "this build has no NCCL (CMake found no CUDA or NCCL headers next to the torch wheel)");
 }
 
 #endif
