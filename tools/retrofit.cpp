@@ -184,7 +184,8 @@ int run_retrofit(int argc, char** argv) {
       .option("train", "adapter|all", "train the Mode B decision heads only (base frozen) or every weight", "adapter")
       .option("dms-mode", "adapter|query-channel", "decision heads for --train all: Mode B or Mode A", "adapter")
       .option("target-cr", "R", "compression ratio the schedule ends at (eviction fraction 1 - 1/R)", "8")
-      .option("window", "W", "DMS window: a flagged key stays visible to W more queries", "256")
+      .option("dms-adapter", "PATH", "start from this adapter's decision heads and settings (e.g. to train on longer rows)")
+      .option("window", "W", "DMS window: a flagged key stays visible to W more queries (with --dms-adapter: the adapter's)", "256")
       .option("ramp-steps", "N", "steps over which the ratio rises linearly from 1 to --target-cr", "half of --steps")
       .option("seq-len", "T", "tokens per training row", "1024")
       .option("batch", "B", "rows per micro-batch (per process)", "1")
@@ -192,9 +193,9 @@ int run_retrofit(int argc, char** argv) {
       .option("lr", "LR", "AdamW learning rate (betas 0.9, 0.95, no weight decay)", "3e-5")
       .option("max-grad-norm", "X", "clip the global gradient norm to X; 0: no clipping", "1")
       .option("tau", "T", "temperature of the relaxed decisions", "0.1")
-      .option("alpha-scale", "S", "decision logit scale of fresh heads", "100")
-      .option("alpha-offset", "O", "decision logit offset of fresh heads", "5")
-      .option("alpha-per", "head|layer", "one decision per KV head or per layer", "head")
+      .option("alpha-scale", "S", "decision logit scale (with --dms-adapter: the adapter's)", "100")
+      .option("alpha-offset", "O", "decision logit offset (with --dms-adapter: the adapter's)", "5")
+      .option("alpha-per", "head|layer", "one decision per KV head or per layer (with --dms-adapter: the adapter's)", "head")
       .option("seed", "N", "seed of the data order and the decision noise", "0")
       .option("checkpoint-every", "K", "write DIR/checkpoint every K steps (and at the end)", "100")
       .option("eval-every", "K", "evaluate on held-out rows every K steps (and at the end); 0: only at the end", "0")
@@ -213,11 +214,16 @@ int run_retrofit(int argc, char** argv) {
     throw UsageError("--dms-mode: expected adapter or query-channel, got '" + dms_mode + "'");
   if (dms_mode == "query-channel" && target == TrainTarget::Adapter)
     throw UsageError("--dms-mode query-channel: Mode A has no adapter weights; use it with --train all");
+  // With --dms-adapter, the decision settings not given here are the adapter's.
+  const std::string init_adapter = args.has("dms-adapter") ? canonical(args.str("dms-adapter")) : "";
+  if (!init_adapter.empty() && dms_mode == "query-channel")
+    throw UsageError("--dms-adapter: an adapter holds Mode B heads; it cannot start a Mode A (query-channel) run");
+  const auto setting = [&](const std::string& name) { return args.has(name) || init_adapter.empty(); };
   const double target_cr = args.number("target-cr");
   if (!(target_cr >= 1)) throw UsageError("--target-cr: must be at least 1 (got " + args.str("target-cr") + ")");
   const int64_t seq_len = positive(args, "seq-len", 2);
   const int64_t window = positive(args, "window");
-  if (window >= seq_len - 1)
+  if (setting("window") && window >= seq_len - 1)
     throw UsageError("--window: a window of " + std::to_string(window) + " leaves nothing to evict in rows of " +
                      std::to_string(seq_len) + " tokens; it must be below --seq-len minus 1");
   const int64_t batch = positive(args, "batch"), accumulation = positive(args, "accumulation");
@@ -228,6 +234,10 @@ int run_retrofit(int argc, char** argv) {
   if (!(tau > 0)) throw UsageError("--tau: must be positive");
   const std::string alpha_per = args.str("alpha-per");
   if (alpha_per != "head" && alpha_per != "layer") throw UsageError("--alpha-per: expected head or layer");
+  // What a run records of a decision setting: its value, or null when it is the adapter's.
+  const auto recorded = [&](const std::string& name, const nlohmann::json& value) {
+    return setting(name) ? value : nlohmann::json(nullptr);
+  };
   const int64_t seed = args.integer("seed");
   if (seed < 0) throw UsageError("--seed: must be >= 0");
   const at::ScalarType dtype = parse_dtype(args.str("dtype"));
@@ -288,7 +298,8 @@ int run_retrofit(int argc, char** argv) {
                    {"train", train_target_name(target)},
                    {"dms_mode", dms_mode},
                    {"target_cr", target_cr},
-                   {"window", window},
+                   {"dms_adapter", init_adapter},
+                   {"window", recorded("window", window)},
                    {"ramp_steps", ramp_steps},
                    {"seq_len", seq_len},
                    {"batch", batch},
@@ -297,9 +308,9 @@ int run_retrofit(int argc, char** argv) {
                    {"lr", lr},
                    {"max_grad_norm", max_grad_norm},
                    {"tau", tau},
-                   {"alpha_scale", args.number("alpha-scale")},
-                   {"alpha_offset", args.number("alpha-offset")},
-                   {"alpha_per", alpha_per},
+                   {"alpha_scale", recorded("alpha-scale", args.number("alpha-scale"))},
+                   {"alpha_offset", recorded("alpha-offset", args.number("alpha-offset"))},
+                   {"alpha_per", recorded("alpha-per", alpha_per)},
                    {"dtype", args.str("dtype")},
                    {"seed", seed}}};
   if (resume) {
@@ -312,7 +323,7 @@ int run_retrofit(int argc, char** argv) {
     }
   }
 
-  Model model = load_model(model_path, dtype);
+  Model model = load_model(model_path, dtype, {.adapter_path = init_adapter, .overrides = {}});
   if (target == TrainTarget::All && model.info.format == CheckpointFormat::Gguf)
     fail("--train all", model_path + " is a GGUF file: a retrofit of every weight is exported as a Hugging Face "
                                      "directory, which needs the base's config.json and tokenizer files; start from "
@@ -329,10 +340,10 @@ int run_retrofit(int argc, char** argv) {
 
   TrainerOptions options;
   options.target = target;
-  options.dms.window = window;
-  options.dms.alpha_scale = args.number("alpha-scale");
-  options.dms.alpha_offset = args.number("alpha-offset");
-  options.dms.per_layer = alpha_per == "layer";
+  if (setting("window")) options.dms.window = window;
+  if (setting("alpha-scale")) options.dms.alpha_scale = args.number("alpha-scale");
+  if (setting("alpha-offset")) options.dms.alpha_offset = args.number("alpha-offset");
+  if (setting("alpha-per")) options.dms.per_layer = alpha_per == "layer";
   options.dms.target_cr = target_cr;
   if (dms_mode == "query-channel") options.dms.mode = DmsMode::QueryChannel;
   options.tau = tau;
@@ -385,11 +396,12 @@ int run_retrofit(int argc, char** argv) {
 
   const int64_t first_step = trainer.steps_done();
   if (writer)
-    std::fprintf(stderr, "retrofit: %s %s, %s on %s, window %lld, CR 1 -> %g over %lld steps, %lld steps%s\n",
+    std::fprintf(stderr, "retrofit: %s %s, %s on %s, window %lld, CR 1 -> %g over %lld steps, %lld steps%s%s\n",
                  train_target_name(target).c_str(), model_path.c_str(), args.str("dtype").c_str(), device.str().c_str(),
-                 static_cast<long long>(window), target_cr, static_cast<long long>(ramp_steps),
+                 static_cast<long long>(trainer.student_config().dms.window), target_cr, static_cast<long long>(ramp_steps),
                  static_cast<long long>(steps),
-                 first_step > 0 ? (", resuming after step " + std::to_string(first_step)).c_str() : "");
+                 first_step > 0 ? (", resuming after step " + std::to_string(first_step)).c_str() : "",
+                 init_adapter.empty() ? "" : (", from the heads of " + init_adapter).c_str());
   const auto start = Clock::now();
   int64_t tokens_seen = 0;
   // A signal that reached any process stops every process after the same step.

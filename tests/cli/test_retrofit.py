@@ -5,8 +5,9 @@ vocabulary 320) with a byte-level BPE tokenizer built here with `tokenizers` (th
 tokens, ids below the model's vocabulary). The data is random word text generated here with a
 fixed seed. Checked: the eviction fraction reaches its target while the held-out KL stays
 bounded, and the adapter loads and generates; a run resumed from its checkpoint (after --steps,
-and after SIGINT) logs the same losses as an uninterrupted run; seeds; --train all writes a
-Hugging Face directory that loads; bad input gives clear errors.
+and after SIGINT) logs the same losses as an uninterrupted run; a run continues from an adapter
+(--dms-adapter); --device; seeds; --train all writes a Hugging Face directory that loads; bad
+input gives clear errors.
 
 Run: python tests/cli/test_retrofit.py  (env: DMS_BIN = the dms binary, DMS_FIXTURES, DMS_DEFAULT_MODEL)
 """
@@ -179,6 +180,40 @@ class Retrofit(unittest.TestCase):
         other = self.run_to("other-seed", 5, seed="4")
         self.assertNotEqual([s["loss"] for s in steps_of(read_log(other))],
                             [s["loss"] for s in steps_of(read_log(same))])
+
+    def test_training_continues_from_an_adapter(self):
+        """--dms-adapter: the run starts from the adapter's heads (its eviction fraction, not a
+        fresh head's 0) and takes the settings not given from it (the window of 8 here; the
+        default 256 would not even fit rows of 64)."""
+        adapter = os.path.join(self.straight, "adapter.safetensors")
+        trained = steps_of(read_log(self.straight))[-1]["frac"]
+        out = self.path("from-adapter")
+        args = [a for kv in BASE.items() if kv[0] != "--window" for a in kv]
+        r = dms("retrofit", "--model", self.model, "--data", self.data, "--heldout", self.heldout, "--out", out,
+                "--steps", "3", "--dms-adapter", adapter, *args)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("from the heads of " + os.path.realpath(adapter), r.stderr)
+        log = read_log(out)
+        first = steps_of(log)[0]["frac"]
+        print(f"\nfrac at the end of the adapter's run {trained:.3f}; first step from it {first:.3f}")
+        self.assertGreater(first, 0.5 * trained)
+        self.assertEqual(log[-1]["dms"]["dms_window_size"], 8)
+        # A setting given on the command line wins; a missing or foreign adapter is an error naming it.
+        out = self.path("from-adapter-window")
+        r = dms("retrofit", "--model", self.model, "--data", self.data, "--out", out, "--steps", "1",
+                "--dms-adapter", adapter, *settings(window="5"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(read_log(out)[-1]["dms"]["dms_window_size"], 5)
+        r = dms("retrofit", "--model", self.model, "--data", self.data, "--out", self.path("no-adapter"), "--steps",
+                "1", "--dms-adapter", self.path("missing.safetensors"), *settings())
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("missing.safetensors", r.stderr)
+        shipped = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models",
+                               "SmolLM2-135M-Instruct.dms.safetensors")
+        r = dms("retrofit", "--model", self.model, "--data", self.data, "--out", self.path("foreign-adapter"),
+                "--steps", "1", "--dms-adapter", shipped, *settings())
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("SmolLM2-135M-Instruct.dms.safetensors", r.stderr)
 
     def test_device(self):
         """--device: a bad name is a usage error; a GPU this machine lacks is an error before anything
