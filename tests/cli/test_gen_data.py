@@ -3,7 +3,8 @@
 Greedy replies are checked against transformers' own greedy decoding of the chat-rendered
 prompt (its GGUF loader, dequantized to fp32); the held-out split against a re-derivation of the
 documented hash in Python; resuming against a fresh run; bad input against the exit status and
-the message.
+the message. scripts/chain-conversations, which chains a corpus into multi-turn conversations,
+against the pairs it was given.
 
 Run: python tests/cli/test_gen_data.py  (env: DMS_BIN = the dms binary, DMS_DEFAULT_MODEL = the GGUF)
 """
@@ -243,6 +244,45 @@ class GenDataBadInput(unittest.TestCase):
         self.assertIn("foreign.jsonl:1: not a gen-data record", r.stderr)
         with open(foreign) as f:
             self.assertEqual(f.read(), json.dumps({"text": "someone else's corpus"}) + "\n", "the output was changed")
+
+
+class ChainConversations(unittest.TestCase):
+    """scripts/chain-conversations: every pair of the corpus lands in exactly one conversation, in
+    pairs of --turns, the same for the same seed; a record without messages is an error naming
+    the file and line."""
+
+    def run_script(self, *args):
+        return subprocess.run([os.path.join(REPO, "scripts", "chain-conversations"), *args], capture_output=True,
+                              text=True, timeout=60)
+
+    def test_chains_every_pair_once(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            corpus = os.path.join(tmp, "corpus.jsonl")
+            pairs = [[{"role": "user", "content": f"question {i}"}, {"role": "assistant", "content": f"answer {i}"}]
+                     for i in range(11)]
+            with open(corpus, "w") as f:
+                for i, m in enumerate(pairs):
+                    f.write(json.dumps({"id": i, "messages": m, "reply_tokens": 3}) + "\n")
+            outs = []
+            for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+                out = os.path.join(tmp, name + ".jsonl")
+                r = self.run_script(corpus, out, "--turns", "4", "--seed", seed)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                with open(out) as f:
+                    outs.append([json.loads(line)["messages"] for line in f])
+            a, b, c = outs
+            self.assertEqual([len(m) for m in a], [8, 8, 6])
+            chained = [m[i:i + 2] for m in a for i in range(0, len(m), 2)]
+            self.assertEqual(sorted(json.dumps(p) for p in chained), sorted(json.dumps(p) for p in pairs))
+            self.assertEqual(a, b)
+            self.assertNotEqual(a, c)
+
+            bad = os.path.join(tmp, "bad.jsonl")
+            with open(bad, "w") as f:
+                f.write(json.dumps({"messages": pairs[0]}) + "\n" + json.dumps({"text": "no messages"}) + "\n")
+            r = self.run_script(bad, os.path.join(tmp, "d.jsonl"))
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("bad.jsonl:2", r.stderr)
 
 
 if __name__ == "__main__":
