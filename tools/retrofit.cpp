@@ -45,6 +45,8 @@ struct RunSettings {
     for (const auto& [key, value] : json.items())
       if (!saved.contains(key) || saved[key] != value)
         out.push_back(key + " (saved " + (saved.contains(key) ? saved[key].dump() : "none") + ", now " + value.dump() + ")");
+    for (const auto& [key, value] : saved.items())
+      if (!json.contains(key)) out.push_back(key + " (saved " + value.dump() + ", now none)");
     return out;
   }
 };
@@ -298,7 +300,6 @@ int run_retrofit(int argc, char** argv) {
                    {"train", train_target_name(target)},
                    {"dms_mode", dms_mode},
                    {"target_cr", target_cr},
-                   {"dms_adapter", init_adapter},
                    {"window", recorded("window", window)},
                    {"ramp_steps", ramp_steps},
                    {"seq_len", seq_len},
@@ -313,6 +314,7 @@ int run_retrofit(int argc, char** argv) {
                    {"alpha_per", recorded("alpha-per", alpha_per)},
                    {"dtype", args.str("dtype")},
                    {"seed", seed}}};
+  if (!init_adapter.empty()) run.json["dms_adapter"] = init_adapter;  // absent otherwise, as in older runs
   if (resume) {
     const auto diff = run.differences(saved["run"]);
     if (!diff.empty()) {
