@@ -158,6 +158,26 @@ int64_t positive(const Args& args, const std::string& name, int64_t min = 1) {
   return v;
 }
 
+// --device resolved for this process (cuda: cuda:LOCAL_RANK under data parallel) and checked on
+// every rank: a device only some ranks lack (cuda:LOCAL_RANK on a machine with fewer GPUs) stops
+// them all, rather than leaving the others waiting in the first collective. GPU ranks then
+// average through NCCL.
+at::Device this_process_device(at::Device device, DataParallel* dp) {
+  if (device.is_cuda() && !device.has_index()) device = at::Device(at::kCUDA, dp ? dp->local_rank() : 0);
+  std::string missing;
+  try {
+    require_device(device, "--device");
+  } catch (const Error& e) {
+    missing = e.what();
+  }
+  if (dp && dp->any(!missing.empty()) && missing.empty())
+    fail("--device", "another rank cannot use its device (this one has " + device.str() + ")");
+  if (!missing.empty()) throw Error(missing);
+  if (dp && device.is_cuda() && !dp->use_nccl(device) && dp->rank() == 0)
+    std::fprintf(stderr, "retrofit: this build has no NCCL; gradients go through host memory and Gloo\n");
+  return device;
+}
+
 }  // namespace
 
 int run_retrofit(int argc, char** argv) {
@@ -272,22 +292,7 @@ int run_retrofit(int argc, char** argv) {
   auto dp = DataParallel::from_env();
   const int rank = dp ? dp->rank() : 0, world = dp ? dp->world() : 1;
   const bool writer = rank == 0;
-  if (device.is_cuda() && !device.has_index()) device = at::Device(at::kCUDA, dp ? dp->local_rank() : 0);
-  {
-    // A device only some ranks lack (cuda:LOCAL_RANK on a machine with fewer GPUs) stops every
-    // rank, rather than leaving the others waiting in the first collective.
-    std::string missing;
-    try {
-      require_device(device, "--device");
-    } catch (const Error& e) {
-      missing = e.what();
-    }
-    if (dp && dp->any(!missing.empty()) && missing.empty())
-      fail("--device", "another rank cannot use its device " + args.str("device"));
-    if (!missing.empty()) throw Error(missing);
-  }
-  if (dp && device.is_cuda() && !dp->use_nccl(device) && writer)
-    std::fprintf(stderr, "retrofit: this build has no NCCL; gradients go through host memory and Gloo\n");
+  device = this_process_device(device, dp.get());
 
   const std::string model_path = args.has("model") ? args.str("model") : default_model_path();
   std::vector<std::string> data_paths, heldout_paths;
