@@ -33,12 +33,10 @@ struct DataParallel::Group {
   c10::intrusive_ptr<c10d::Backend> nccl;  // after use_nccl
   at::Device nccl_device{at::kCPU};
 
-  // The group for a buffer on `device`: NCCL for its device, Gloo (through host memory) otherwise.
-  c10d::Backend& for_device(const at::Device& device) const {
-    if (nccl && device == nccl_device) return *nccl;
-    return *gloo;
-  }
+  // Where a collective's buffer for tensors on `device` lives: on NCCL's device, or in host
+  // memory for Gloo; and the group for a buffer there.
   at::Device buffer_device(const at::Device& device) const { return nccl && device == nccl_device ? device : at::kCPU; }
+  c10d::Backend& for_buffer(const at::Device& on) const { return on.is_cpu() ? static_cast<c10d::Backend&>(*gloo) : *nccl; }
 };
 
 namespace {
@@ -242,7 +240,7 @@ void DataParallel::average(const std::vector<at::Tensor>& trained) {
     const at::Device on = group_->buffer_device(common_device(grads, indices));
     std::vector<at::Tensor> flat{flatten(grads, indices, on)};
     run(where_, "average: all-reduce of " + std::to_string(flat[0].numel()) + " values",
-        [&] { return group_->for_device(on).allreduce(flat); });
+        [&] { return group_->for_buffer(on).allreduce(flat); });
     flat[0].div_(world_);
     unflatten(flat[0], grads, indices);
   }
@@ -265,7 +263,7 @@ void DataParallel::broadcast(const std::vector<at::Tensor>& tensors, int root) {
     const at::Device on = group_->buffer_device(common_device(tensors, indices));
     std::vector<at::Tensor> flat{flatten(tensors, indices, on)};
     run(where_, "broadcast of " + std::to_string(flat[0].numel()) + " values from rank " + std::to_string(root),
-        [&] { return group_->for_device(on).broadcast(flat, from_root); });
+        [&] { return group_->for_buffer(on).broadcast(flat, from_root); });
     unflatten(flat[0], tensors, indices);
   }
 }

@@ -16,7 +16,6 @@ bool nccl_built() { return true; }
 c10::intrusive_ptr<c10d::Backend> make_nccl_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank, int world,
                                                     const at::Device& device, std::chrono::milliseconds timeout,
                                                     const std::string& where) {
-  if (!device.is_cuda() || !device.has_index()) fail(where, "NCCL needs a CUDA device with an index");
   c10::cuda::set_device(device.index());
   auto options = c10d::ProcessGroupNCCL::Options::create();
   options->timeout = timeout;

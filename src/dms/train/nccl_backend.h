@@ -13,7 +13,7 @@ namespace dms {
 bool nccl_built();
 
 // An NCCL group of `world` processes meeting through `store`, this process being `rank` on the
-// CUDA device `device` (which becomes the current device). Communicators are created on the
+// CUDA device `device`, which has an index (it becomes the current device). Communicators are created on the
 // first collective. Throws Error naming `where` when NCCL is not built in (see nccl_built).
 c10::intrusive_ptr<c10d::Backend> make_nccl_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank, int world,
                                                     const at::Device& device, std::chrono::milliseconds timeout,

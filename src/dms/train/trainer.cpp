@@ -99,7 +99,10 @@ Weights Trainer::student_weights() const {
 
 at::Tensor Trainer::teacher_log_probs(const TrainBatch& given) const {
   given.validate(config_.vocab_size, "training batch");
-  const TrainBatch batch = given.to(options_.device);
+  return teacher_forward(given.to(options_.device));
+}
+
+at::Tensor Trainer::teacher_forward(const TrainBatch& batch) const {
   at::NoGradGuard no_grad;
   TrainingAttention attn(batch, {.window = config_.dms.window, .tau = options_.tau}, nullptr);
   const at::Tensor hidden = teacher_->forward(batch.tokens, batch.positions, attn);
@@ -112,7 +115,7 @@ StepLosses Trainer::accumulate(const TrainBatch& given, const at::Tensor& teache
   if (config_.dms.window >= batch.seq_len - 1)
     fail(kWhere, "the DMS window (" + std::to_string(config_.dms.window) + ") leaves nothing to evict in sequences of " +
                      std::to_string(batch.seq_len) + " tokens; it must be below the sequence length minus 1");
-  const at::Tensor teacher_lp = teacher.defined() ? teacher.to(options_.device) : teacher_log_probs(batch);
+  const at::Tensor teacher_lp = teacher.defined() ? teacher.to(options_.device) : teacher_forward(batch);
   if (teacher_lp.dim() != 2 || teacher_lp.size(0) != batch.rows() || teacher_lp.size(1) != config_.vocab_size)
     fail(kWhere, "teacher log-probabilities must be [B*T, vocab_size]");
 

@@ -152,6 +152,8 @@ class Trainer {
   // The student's weights with the trained tensors substituted: differentiable unless
   // `detached`; in the compute dtype, or at master precision (for export).
   Weights forward_weights(bool detached, bool compute_dtype) const;
+  // teacher_log_probs of a batch already validated and on the trainer's device.
+  at::Tensor teacher_forward(const TrainBatch& batch) const;
 
   ModelConfig config_;          // the student
   Weights weights_;             // the student's frozen tensors (trained ones are substituted)
