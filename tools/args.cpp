@@ -3,8 +3,18 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <sstream>
 
 namespace dms::cli {
+namespace {
+
+std::string number_text(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", v);
+  return text;
+}
+
+}  // namespace
 
 Args::Args(std::string command, std::string synopsis, std::string description)
     : command_(std::move(command)), synopsis_(std::move(synopsis)), description_(std::move(description)) {}
@@ -131,6 +141,49 @@ std::vector<std::string> Args::all(const std::string& name) const {
   spec(name);
   auto it = values_.find(name);
   return it == values_.end() ? std::vector<std::string>{} : it->second;
+}
+
+int64_t Args::at_least(const std::string& name, int64_t min) const {
+  const int64_t v = integer(name);
+  if (v < min) throw UsageError("--" + name + ": must be at least " + std::to_string(min));
+  return v;
+}
+
+std::vector<std::string> Args::names(const std::string& name) const {
+  std::vector<std::string> out;
+  std::stringstream in(str(name));
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::vector<int64_t> Args::integers(const std::string& name, int64_t min) const {
+  std::vector<int64_t> out;
+  for (const auto& item : names(name)) {
+    char* end = nullptr;
+    errno = 0;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (*end != '\0' || errno == ERANGE || v < min)
+      throw UsageError("--" + name + ": expected integers >= " + std::to_string(min) + " separated by commas, got '" +
+                       str(name) + "'");
+    out.push_back(v);
+  }
+  if (out.empty()) throw UsageError("--" + name + ": empty list");
+  return out;
+}
+
+std::vector<double> Args::numbers(const std::string& name, double lo, double hi) const {
+  std::vector<double> out;
+  for (const auto& item : names(name)) {
+    char* end = nullptr;
+    const double v = std::strtod(item.c_str(), &end);
+    if (*end != '\0' || !(v >= lo && v <= hi))
+      throw UsageError("--" + name + ": expected numbers in [" + number_text(lo) + ", " + number_text(hi) +
+                       "] separated by commas, got '" + str(name) + "'");
+    out.push_back(v);
+  }
+  if (out.empty()) throw UsageError("--" + name + ": empty list");
+  return out;
 }
 
 }  // namespace dms::cli

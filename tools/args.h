@@ -55,6 +55,13 @@ class Args {
   int64_t integer(const std::string& name) const;
   double number(const std::string& name) const;
   std::vector<std::string> all(const std::string& name) const;
+  // An integer no smaller than `min` (a usage error naming the option otherwise).
+  int64_t at_least(const std::string& name, int64_t min) const;
+  // Comma-separated lists: names (empty items skipped), integers no smaller than `min`, numbers in
+  // [lo, hi]. An empty list or a bad item is a usage error naming the option.
+  std::vector<std::string> names(const std::string& name) const;
+  std::vector<int64_t> integers(const std::string& name, int64_t min) const;
+  std::vector<double> numbers(const std::string& name, double lo, double hi) const;
   const std::vector<std::string>& positional() const { return positional_; }
 
  private:

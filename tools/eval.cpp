@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
-#include <sstream>
 
 #include "common.h"
 #include "commands.h"
@@ -19,47 +18,6 @@ namespace dms::cli {
 namespace {
 
 using namespace dms::eval;
-
-std::vector<std::string> split(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  for (std::string item; std::getline(in, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
-std::vector<int64_t> int_list(const Args& args, const std::string& option, int64_t min) {
-  std::vector<int64_t> out;
-  for (const auto& item : split(args.str(option))) {
-    char* end = nullptr;
-    const long long v = std::strtoll(item.c_str(), &end, 10);
-    if (*end != '\0' || v < min)
-      throw UsageError("--" + option + ": expected integers >= " + std::to_string(min) + " separated by commas, got '" +
-                       args.str(option) + "'");
-    out.push_back(v);
-  }
-  if (out.empty()) throw UsageError("--" + option + ": empty list");
-  return out;
-}
-
-std::vector<double> fraction_list(const Args& args, const std::string& option) {
-  std::vector<double> out;
-  for (const auto& item : split(args.str(option))) {
-    char* end = nullptr;
-    const double v = std::strtod(item.c_str(), &end);
-    if (*end != '\0' || !(v >= 0 && v <= 1))
-      throw UsageError("--" + option + ": expected numbers in [0, 1] separated by commas, got '" + args.str(option) + "'");
-    out.push_back(v);
-  }
-  if (out.empty()) throw UsageError("--" + option + ": empty list");
-  return out;
-}
-
-int64_t at_least(const Args& args, const std::string& option, int64_t min) {
-  const int64_t v = args.integer(option);
-  if (v < min) throw UsageError("--" + option + ": must be at least " + std::to_string(min));
-  return v;
-}
 
 // Progress of each stage on standard error with its rate and ETA: rewritten in place on a
 // terminal, otherwise a line every 10 seconds and one at the end.
@@ -234,47 +192,46 @@ int run_eval(int argc, char** argv) {
   if (!args.has("data")) throw UsageError("--data FILE is required");
 
   EvalOptions o;
-  if (args.has("force-evict")) o.forced_fractions = fraction_list(args, "force-evict");
+  if (args.has("force-evict")) o.forced_fractions = args.numbers("force-evict", 0, 1);
   const int64_t seed = args.integer("seed");
   if (seed < 0) throw UsageError("--seed: must be >= 0");
   o.seed = static_cast<uint64_t>(seed);
-  o.baselines = args.str("baselines") == "none" ? std::vector<std::string>{} : split(args.str("baselines"));
+  o.baselines = args.str("baselines") == "none" ? std::vector<std::string>{} : args.names("baselines");
   for (const auto& b : o.baselines)
-    if (b != "streaming" && b != "h2o" && b != "tova")
-      throw UsageError("--baselines: '" + b + "' is not one of streaming, h2o, tova");
-  o.sinks = at_least(args, "sinks", 0);
+    if (!is_budget_policy(b)) throw UsageError("--baselines: '" + b + "' is not one of " + joined(budget_policy_names()));
+  o.sinks = args.at_least("sinks", 0);
   o.recent_share = args.number("h2o-recent");
   if (!(o.recent_share >= 0 && o.recent_share <= 1)) throw UsageError("--h2o-recent: must be in [0, 1]");
   if (args.has("baseline-min-tokens")) {
-    o.baseline_min_tokens = at_least(args, "baseline-min-tokens", 1);
+    o.baseline_min_tokens = args.at_least("baseline-min-tokens", 1);
     if (o.baseline_min_tokens <= o.sinks && !o.baselines.empty())
       throw UsageError("--baseline-min-tokens: must exceed --sinks (streaming keeps the sinks and the newest key)");
   }
   TeacherForcedOptions& tf = o.teacher_forced;
-  tf.chunk = args.str("chunk") == "exact" ? 0 : at_least(args, "chunk", 1);
-  tf.window = at_least(args, "dense-step", 1);
-  tf.batch = at_least(args, "batch", 1);
+  tf.chunk = args.str("chunk") == "exact" ? 0 : args.at_least("chunk", 1);
+  tf.window = args.at_least("dense-step", 1);
+  tf.batch = args.at_least("batch", 1);
   tf.kv_dtype = kv_dtype_from_args(args);
-  tf.block_size = at_least(args, "block-size", 1);
+  tf.block_size = args.at_least("block-size", 1);
   try {
-    tf.buckets = ContextBuckets(int_list(args, "buckets", 1));
+    tf.buckets = ContextBuckets(args.integers("buckets", 1));
   } catch (const UsageError&) {
     throw;
   } catch (const Error& e) {
     throw UsageError(std::string("--buckets: ") + e.what());
   }
-  o.engine = {tf.kv_dtype, tf.block_size, at_least(args, "engine-step-tokens", 1), 64};
+  o.engine = {tf.kv_dtype, tf.block_size, args.at_least("engine-step-tokens", 1), 64};
   o.free_running = !args.has("no-free-running");
-  o.prompts = at_least(args, "prompts", 1);
-  o.prompt_tokens = at_least(args, "prompt-tokens", 1);
-  o.new_tokens = at_least(args, "new-tokens", 1);
+  o.prompts = args.at_least("prompts", 1);
+  o.prompt_tokens = args.at_least("prompt-tokens", 1);
+  o.new_tokens = args.at_least("new-tokens", 1);
   o.retrieval = !args.has("no-retrieval");
-  o.retrieval_items.lengths = int_list(args, "retrieval-lengths", 1);
-  o.retrieval_items.depths = fraction_list(args, "retrieval-depths");
-  o.retrieval_items.trials = at_least(args, "retrieval-trials", 1);
+  o.retrieval_items.lengths = args.integers("retrieval-lengths", 1);
+  o.retrieval_items.depths = args.numbers("retrieval-depths", 0, 1);
+  o.retrieval_items.trials = args.at_least("retrieval-trials", 1);
   DocumentOptions d;
-  d.context = at_least(args, "context", 2);
-  d.max_documents = at_least(args, "docs", 1);
+  d.context = args.at_least("context", 2);
+  d.max_documents = args.at_least("docs", 1);
   d.format = args.str("format");
   if (d.format != "auto" && d.format != "text" && d.format != "jsonl")
     throw UsageError("--format: expected auto, text or jsonl, got '" + d.format + "'");

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "dms/cache/head_cache.h"
 
@@ -100,5 +101,13 @@ struct PolicyOptions {
   double recent_share = 0.5;
 };
 std::unique_ptr<EvictionPolicy> make_policy(const std::string& name, const PolicyOptions& options);
+
+// The registry of names make_policy knows: every policy, and the budget policies among them
+// (the training-free baselines that drop keys to meet a budget), in the order help texts list them.
+const std::vector<std::string>& policy_names();
+const std::vector<std::string>& budget_policy_names();
+bool is_budget_policy(const std::string& name);
+// "a, b, c": names for help texts and errors.
+std::string joined(const std::vector<std::string>& names);
 
 }  // namespace dms

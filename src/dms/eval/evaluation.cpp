@@ -57,8 +57,6 @@ std::vector<std::vector<int32_t>> cut_prompts(const std::vector<Document>& docs,
 
 namespace {
 
-const char* const kBaselines[] = {"streaming", "h2o", "tova"};
-
 std::string point_label(double forced_fraction) {
   if (forced_fraction < 0) return "dms";
   char buf[48];
@@ -68,8 +66,7 @@ std::string point_label(double forced_fraction) {
 
 void check_options(const Model& model, const EvalOptions& o) {
   for (const auto& b : o.baselines)
-    if (std::find(std::begin(kBaselines), std::end(kBaselines), b) == std::end(kBaselines))
-      fail("baselines", "'" + b + "' is not a budget policy (streaming, h2o, tova)");
+    if (!is_budget_policy(b)) fail("baselines", "'" + b + "' is not a budget policy (" + joined(budget_policy_names()) + ")");
   for (double f : o.forced_fractions)
     if (!(f >= 0 && f <= 1)) fail("forced eviction", "fraction " + std::to_string(f) + " is outside [0, 1]");
   if (o.forced_fractions.empty() && !model.info.config.dms.decides())

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "dms/cache/eviction_policy.h"
 #include "dms/eval/documents.h"
 #include "dms/eval/greedy_runs.h"
 #include "dms/eval/metrics.h"
@@ -37,7 +38,7 @@ struct EvalOptions {
   // Forced eviction fractions in [0, 1], one point each; empty: the model's decision heads.
   std::vector<double> forced_fractions;
   uint64_t seed = 0;  // of the forced draws
-  std::vector<std::string> baselines = {"streaming", "h2o", "tova"};
+  std::vector<std::string> baselines = budget_policy_names();
   int64_t sinks = 4;            // streaming
   double recent_share = 0.5;    // h2o
   int64_t baseline_min_tokens = -1;  // -1: the model's DMS window (at least sinks + 1)
