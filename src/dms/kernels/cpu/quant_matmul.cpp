@@ -1,0 +1,201 @@
+#include "dms/kernels/cpu/quant_matmul.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "dms/kernels/cpu/quant_blocks.h"
+#include "dms/util/error.h"
+
+namespace dms::cpu {
+namespace {
+
+// A row kernel takes at most this many activation rows per call (its accumulators stay in registers).
+constexpr int kMaxRowsPerDot = 8;
+// Bytes of weights one thread takes at least per parallel_for chunk on the decode path: below
+// that, waking a thread costs more than the rows it would read.
+constexpr int64_t kDecodeGrainBytes = 32 * 1024;
+// The batched path's fp32 tile of dequantized weight rows, sized for a core's share of L2.
+constexpr int64_t kTileBytes = 512 * 1024;
+
+bool is_k_quant(GgmlType t) {
+  return t == GgmlType::Q2_K || t == GgmlType::Q3_K || t == GgmlType::Q4_K || t == GgmlType::Q5_K ||
+         t == GgmlType::Q6_K;
+}
+bool is_16_bit(GgmlType t) { return t == GgmlType::F16 || t == GgmlType::BF16; }
+
+quant::Kernels make_kernels(CpuIsa isa) {
+  quant::Kernels k{};
+  quant::fill_scalar(k);  // the ISA's fill leaves the types it has no kernel for on the scalar ones
+  if (isa == CpuIsa::Avx2) quant::fill_avx2(k);
+  if (isa == CpuIsa::Avx512) quant::fill_avx512(k);
+  return k;
+}
+
+const quant::Kernels& kernels(CpuIsa isa) {
+  static const quant::Kernels table[3] = {make_kernels(CpuIsa::Scalar), make_kernels(CpuIsa::Avx2),
+                                          make_kernels(CpuIsa::Avx512)};
+  return table[static_cast<int>(isa)];
+}
+
+quant::RowDot row_dot(const quant::Kernels& k, GgmlType t) {
+  switch (t) {
+    case GgmlType::Q4_0: return k.q4_0;
+    case GgmlType::Q4_1: return k.q4_1;
+    case GgmlType::Q5_0: return k.q5_0;
+    case GgmlType::Q5_1: return k.q5_1;
+    case GgmlType::Q8_0: return k.q8_0;
+    case GgmlType::Q2_K: return k.q2_k;
+    case GgmlType::Q3_K: return k.q3_k;
+    case GgmlType::Q4_K: return k.q4_k;
+    case GgmlType::Q5_K: return k.q5_k;
+    case GgmlType::Q6_K: return k.q6_k;
+    case GgmlType::F16: return k.f16;
+    case GgmlType::BF16: return k.bf16;
+    default: return nullptr;
+  }
+}
+
+// Scale max|x| / 127 and round to nearest: |x - d q| <= d / 2 for every element.
+void quantize_block(const float* x, int len, int8_t* q, float& d) {
+  float amax = 0;
+  for (int j = 0; j < len; ++j) amax = std::max(amax, std::fabs(x[j]));
+  d = amax / 127.0f;
+  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+  for (int j = 0; j < len; ++j) q[j] = static_cast<int8_t>(std::nearbyint(x[j] * inv));
+}
+
+void quantize_act32(const float* x, int64_t blocks, quant::ActBlock32* out) {
+  for (int64_t b = 0; b < blocks; ++b, x += 32) {
+    quantize_block(x, 32, out[b].qs, out[b].d);
+    int sum = 0;
+    for (int j = 0; j < 32; ++j) sum += out[b].qs[j];
+    out[b].sum = sum;
+  }
+}
+
+void quantize_act256(const float* x, int64_t blocks, quant::ActBlock256* out) {
+  for (int64_t b = 0; b < blocks; ++b, x += 256) {
+    quantize_block(x, 256, out[b].qs, out[b].d);
+    for (int g = 0; g < 16; ++g) {
+      int sum = 0;
+      for (int j = 0; j < 16; ++j) sum += out[b].qs[16 * g + j];
+      out[b].bsums[g] = static_cast<int16_t>(sum);
+    }
+  }
+}
+
+void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, CpuIsa isa) {
+  const quant::RowDot dot = row_dot(kernels(isa), w.type);
+  const int64_t blocks = w.cols / ggml_block_elems(w.type);
+  const int64_t row_bytes = static_cast<int64_t>(ggml_row_bytes(w.type, w.cols));
+
+  // The activations in the layout the kernels read: 8-bit blocks, or the fp32 rows themselves.
+  thread_local std::vector<uint8_t> scratch;
+  const uint8_t* act = reinterpret_cast<const uint8_t*>(x);
+  int64_t act_stride = w.cols * static_cast<int64_t>(sizeof(float));
+  if (!is_16_bit(w.type)) {
+    const bool k = is_k_quant(w.type);
+    act_stride = blocks * static_cast<int64_t>(k ? sizeof(quant::ActBlock256) : sizeof(quant::ActBlock32));
+    scratch.resize(static_cast<size_t>(n * act_stride));
+    for (int64_t t = 0; t < n; ++t) {
+      uint8_t* dst = scratch.data() + t * act_stride;
+      if (k) quantize_act256(x + t * w.cols, blocks, reinterpret_cast<quant::ActBlock256*>(dst));
+      else quantize_act32(x + t * w.cols, blocks, reinterpret_cast<quant::ActBlock32*>(dst));
+    }
+    act = scratch.data();
+  }
+
+  const int64_t grain = std::max<int64_t>(1, kDecodeGrainBytes / std::max<int64_t>(row_bytes, 1));
+  at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t t0 = 0; t0 < n; t0 += kMaxRowsPerDot) {
+        const int count = static_cast<int>(std::min<int64_t>(kMaxRowsPerDot, n - t0));
+        dot(w.data + r * row_bytes, blocks, act + t0 * act_stride, act_stride, count, y + t0 * w.rows + r, w.rows);
+      }
+    }
+  });
+}
+
+void batched_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y) {
+  const int64_t row_bytes = static_cast<int64_t>(ggml_row_bytes(w.type, w.cols));
+  const int64_t tile_rows = std::max<int64_t>(16, kTileBytes / (w.cols * static_cast<int64_t>(sizeof(float))));
+  const at::Tensor xt = at::from_blob(const_cast<float*>(x), {n, w.cols}, at::kFloat);
+  at::parallel_for(0, w.rows, tile_rows, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> tile;
+    for (int64_t r0 = begin; r0 < end; r0 += tile_rows) {
+      const int64_t count = std::min(tile_rows, end - r0);
+      tile.resize(static_cast<size_t>(count * w.cols));
+      for (int64_t r = 0; r < count; ++r)
+        dequantize_row(w.type, w.data + (r0 + r) * row_bytes, tile.data() + r * w.cols, w.cols);
+      const at::Tensor wt = at::from_blob(tile.data(), {count, w.cols}, at::kFloat);
+      at::Tensor out = at::from_blob(y + r0, {n, count}, {w.rows, 1}, at::kFloat);
+      at::mm_out(out, xt, wt.t());
+    }
+  });
+}
+
+}  // namespace
+
+bool quant_matmul_supports(GgmlType type) { return row_dot(kernels(CpuIsa::Scalar), type) != nullptr; }
+
+const char* cpu_isa_name(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Scalar: return "scalar";
+    case CpuIsa::Avx2: return "avx2";
+    case CpuIsa::Avx512: return "avx512";
+  }
+  return "?";
+}
+
+bool cpu_isa_supported(CpuIsa isa) {
+#if defined(__x86_64__)
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (isa == CpuIsa::Avx2) return avx2;
+  if (isa == CpuIsa::Avx512) {
+    return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+  }
+#endif
+  return isa == CpuIsa::Scalar;
+}
+
+CpuIsa default_cpu_isa() {
+  static const CpuIsa chosen = [] {
+    CpuIsa best = CpuIsa::Scalar;
+    for (CpuIsa isa : {CpuIsa::Avx2, CpuIsa::Avx512})
+      if (cpu_isa_supported(isa)) best = isa;
+    const char* env = std::getenv("DMS_CPU_ISA");
+    if (!env || !*env) return best;
+    for (CpuIsa isa : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512})
+      if (std::string(env) == cpu_isa_name(isa)) return std::min(isa, best);
+    fail("DMS_CPU_ISA", std::string("'") + env + "' is not one of scalar, avx2, avx512");
+  }();
+  return chosen;
+}
+
+void quant_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, QuantMatmulOptions options) {
+  if (!quant_matmul_supports(w.type)) fail("quant_matmul", "no kernel for ggml type " + ggml_type_name(w.type));
+  if (w.rows < 0 || w.cols < 0 || n < 0 || w.cols % ggml_block_elems(w.type) != 0) {
+    fail("quant_matmul", std::to_string(w.rows) + "x" + std::to_string(w.cols) + " " + ggml_type_name(w.type) +
+                             " weights (rows of whole blocks) times " + std::to_string(n) + " rows");
+  }
+  if (!cpu_isa_supported(options.isa)) fail("quant_matmul", std::string("this CPU lacks ") + cpu_isa_name(options.isa));
+  if (n == 0 || w.rows == 0) return;
+  if (w.cols == 0) return void(std::fill(y, y + n * w.rows, 0.0f));
+  const bool batched = options.path == QuantPath::Batched || (options.path == QuantPath::Auto && n >= kBatchedMinRows);
+  if (batched) batched_matmul(w, x, n, y);
+  else decode_matmul(w, x, n, y, options.isa);
+}
+
+void quant_row(const QuantMatrix& w, int64_t r, float* dst) {
+  if (r < 0 || r >= w.rows) fail("quant_row", "row " + std::to_string(r) + " of " + std::to_string(w.rows));
+  dequantize_row(w.type, w.data + r * static_cast<int64_t>(ggml_row_bytes(w.type, w.cols)), dst, w.cols);
+}
+
+}  // namespace dms::cpu

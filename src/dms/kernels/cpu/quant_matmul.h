@@ -1,0 +1,57 @@
+// Matrix products with weights kept as GGUF stores them (ggml blocks or 16-bit floats), so
+// inference reads the file's bytes instead of an fp32 copy four to eight times their size.
+//
+// Two paths, chosen by the number of activation rows n:
+// - decode (n < kBatchedMinRows): the activations are quantized once to 8-bit blocks (per 32
+//   elements for the 32-element types, per 256 for the K-quants, scale max|x| / 127) and each
+//   weight row is dotted with them in integers, rows split across at::parallel_for's threads.
+//   Memory-bound: every weight byte is read once per call. 16-bit weights are dotted with the
+//   fp32 activations directly.
+// - batched: tiles of weight rows are dequantized to fp32 in a per-thread scratch that fits the
+//   L2 cache and multiplied by BLAS (at::mm), each tile's rows by one thread.
+//
+// The kernels come in a portable scalar version and AVX2 and AVX-512 ones, each in its own
+// translation unit; the best the CPU runs is chosen at run time.
+#pragma once
+#include <cstdint>
+
+#include "dms/format/ggml_types.h"
+
+namespace dms::cpu {
+
+// A weight matrix as stored in a GGUF file: `rows` rows of `cols` values, each row a run of ggml
+// blocks of `type` (row-major, rows ggml_row_bytes(type, cols) apart). Non-owning.
+struct QuantMatrix {
+  GgmlType type = GgmlType::F32;
+  int64_t rows = 0, cols = 0;
+  const uint8_t* data = nullptr;
+};
+
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K .. Q6_K, F16, BF16.
+bool quant_matmul_supports(GgmlType type);
+
+// From this many activation rows on, quant_matmul takes the batched path (measured in
+// bench/RESULTS.md, "Quantized matmul kernels").
+constexpr int64_t kBatchedMinRows = 16;
+
+enum class CpuIsa { Scalar, Avx2, Avx512 };
+const char* cpu_isa_name(CpuIsa isa);  // "scalar", "avx2", "avx512"
+bool cpu_isa_supported(CpuIsa isa);    // this CPU (and OS) runs it
+// The best supported level, lowered to DMS_CPU_ISA (scalar|avx2|avx512) when that is set.
+// Throws Error for another value of DMS_CPU_ISA.
+CpuIsa default_cpu_isa();
+
+enum class QuantPath { Auto, Decode, Batched };
+struct QuantMatmulOptions {
+  CpuIsa isa = default_cpu_isa();
+  QuantPath path = QuantPath::Auto;  // Auto: decode below kBatchedMinRows rows, batched from there
+};
+
+// y[n x rows] = x[n x cols] * W^T, fp32 in and out (both row-major, contiguous). Throws Error for
+// an unsupported type, a cols that is not a whole number of blocks, or an ISA the CPU lacks.
+void quant_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, QuantMatmulOptions options = {});
+
+// Dequantizes row r into dst (cols floats), exactly as dms::dequantize_row does (embedding lookups).
+void quant_row(const QuantMatrix& w, int64_t r, float* dst);
+
+}  // namespace dms::cpu

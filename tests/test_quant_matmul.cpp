@@ -1,0 +1,256 @@
+// dms::cpu::quant_matmul and quant_row against dms::dequantize_row (the format's own dequantizer)
+// and an fp64 matmul, on random blocks, for every type and every ISA level this CPU runs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "dms/format/ggml_types.h"
+#include "dms/kernels/cpu/quant_matmul.h"
+#include "dms/util/error.h"
+
+namespace {
+
+using dms::GgmlType;
+using dms::cpu::CpuIsa;
+using dms::cpu::QuantMatrix;
+using dms::cpu::QuantPath;
+
+constexpr double kEps = 0x1p-24;  // fp32 unit roundoff
+
+// Where a type's fp16 scale fields are in a block (the test writes chosen values there; every
+// other byte is random), and a bound `coef` on the integer factor any float term of the kernels
+// carries per element: max |sub-scale| * (max level + offset), e.g. Q4_K 63 * 15, Q4_0 15 + 8
+// (levels and offsets may be summed separately). Times the sum of |fields| of the element's block,
+// it bounds every partial product a kernel forms for that element.
+struct TypeSpec {
+  GgmlType type;
+  std::vector<int> half_fields;
+  double coef;
+};
+
+const std::vector<TypeSpec>& type_specs() {
+  static const std::vector<TypeSpec> specs = {
+      {GgmlType::Q4_0, {0}, 15 + 8},        {GgmlType::Q4_1, {0, 2}, 15},        {GgmlType::Q5_0, {0}, 31 + 16},
+      {GgmlType::Q5_1, {0, 2}, 31},         {GgmlType::Q8_0, {0}, 128},          {GgmlType::Q2_K, {80, 82}, 15 * 3},
+      {GgmlType::Q3_K, {108}, 32 * (7 + 4)}, {GgmlType::Q4_K, {0, 2}, 63 * 15},  {GgmlType::Q5_K, {0, 2}, 63 * 31},
+      {GgmlType::Q6_K, {208}, 128 * (63 + 32)}, {GgmlType::F16, {}, 1},          {GgmlType::BF16, {}, 1},
+  };
+  return specs;
+}
+
+bool is_16_bit(GgmlType t) { return t == GgmlType::F16 || t == GgmlType::BF16; }
+
+double half_value(uint16_t h) {
+  const int exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  const double v = exp == 0 ? std::ldexp(mant, -24) : std::ldexp(1024 + mant, exp - 25);
+  return (h & 0x8000) ? -v : v;
+}
+
+// Scales as they come: mostly ordinary, some zero, some at fp16's extremes (largest, subnormal).
+uint16_t random_scale(std::mt19937_64& rng) {
+  const uint16_t sign = (rng() & 1) ? 0x8000 : 0;
+  const double r = std::uniform_real_distribution<double>(0, 1)(rng);
+  if (r < 0.1) return sign;                                       // zero
+  if (r < 0.15) return sign | 0x7BFF;                             // 65504
+  if (r < 0.2) return sign | static_cast<uint16_t>(1 + rng() % 0x3ff);  // subnormal
+  const uint16_t exp = static_cast<uint16_t>(5 + rng() % 13);    // 2^-10 .. 2^2
+  return sign | static_cast<uint16_t>(exp << 10) | static_cast<uint16_t>(rng() % 0x400);
+}
+
+// A finite 16-bit float: fp16 anywhere in its range (subnormals included); bf16 within 2^+-20
+// so that sums stay far from fp32 overflow.
+uint16_t random_16_bit(GgmlType t, std::mt19937_64& rng) {
+  const uint16_t sign = (rng() & 1) ? 0x8000 : 0;
+  if (t == GgmlType::F16) return sign | static_cast<uint16_t>(rng() % (0x1f * 0x400));
+  return sign | static_cast<uint16_t>((107 + rng() % 41) << 7) | static_cast<uint16_t>(rng() % 0x80);
+}
+
+struct Weights {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;  // dequantize_row of every row
+  std::vector<double> bound;  // per element: coef * sum of |scale fields| of its block
+  QuantMatrix matrix;
+};
+
+Weights random_weights(const TypeSpec& spec, int64_t rows, int64_t cols, std::mt19937_64& rng) {
+  Weights w;
+  const size_t row_bytes = dms::ggml_row_bytes(spec.type, cols);
+  w.bytes.resize(rows * row_bytes);
+  for (auto& b : w.bytes) b = static_cast<uint8_t>(rng());
+  const int64_t block = dms::ggml_block_elems(spec.type);
+  const size_t block_bytes = dms::ggml_block_bytes(spec.type);
+  w.bound.resize(rows * cols);
+  for (int64_t i = 0; i < rows * cols / block; ++i) {
+    uint8_t* blk = w.bytes.data() + i * block_bytes;
+    double fields = 0;
+    for (int off : spec.half_fields) {
+      const uint16_t h = random_scale(rng);
+      std::memcpy(blk + off, &h, 2);
+      fields += std::fabs(half_value(h));
+    }
+    if (is_16_bit(spec.type)) {
+      const uint16_t h = random_16_bit(spec.type, rng);
+      std::memcpy(blk, &h, 2);
+    }
+    for (int64_t j = 0; j < block; ++j) w.bound[i * block + j] = spec.coef * fields;
+  }
+  w.values.resize(rows * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    dms::dequantize_row(spec.type, w.bytes.data() + r * row_bytes, w.values.data() + r * cols, cols);
+  if (is_16_bit(spec.type))
+    for (int64_t i = 0; i < rows * cols; ++i) w.bound[i] = std::fabs(w.values[i]);
+  w.matrix = {spec.type, rows, cols, w.bytes.data()};
+  return w;
+}
+
+// Activations with magnitudes varying by block (10^-3 .. 10), some all-zero blocks, some outliers.
+std::vector<float> random_activations(int64_t n, int64_t cols, std::mt19937_64& rng) {
+  std::vector<float> x(n * cols);
+  std::normal_distribution<float> normal(0, 1);
+  std::uniform_real_distribution<float> unit(0, 1);
+  for (int64_t b = 0; b < n * cols; b += 32) {
+    const float scale = unit(rng) < 0.05f ? 0.0f : std::pow(10.0f, unit(rng) * 4 - 3);
+    for (int64_t j = b; j < std::min(b + 32, n * cols); ++j)
+      x[j] = normal(rng) * scale * (unit(rng) < 0.01f ? 100.0f : 1.0f);
+  }
+  return x;
+}
+
+// Per output: the fp64 product of the dequantized weights and the activations, and the error the
+// kernel may make.
+//
+// Decode path (8-bit activations). Activation block b (the weight type's block size, 32 or 256)
+// is stored as d_b * q with d_b = max|x| / 127 and q = round(x / d_b), so each element moves by at
+// most d_b / 2 (times 1 + 1e-4 for the fp32 rounding of d_b and x / d_b); the weights are exact,
+// so the product moves by at most sum_j d_b(j) / 2 * |w_j|. On top of that the kernel rounds in
+// fp32: each float term (a block's scaled integer sum or offset/min correction, at most 2 per 32
+// elements, plus the fp32 rounding of dequantize_row's own values) carries a few roundings, and
+// summing m terms in any order errs by at most (m + few) * eps * sum |terms|; every term is
+// bounded by sum_j bound_j * |x^_j| with |x^_j| <= |x_j| + d_b. Hence (2 cols / 32 + 24) eps.
+// The 16-bit weights take the fp32 activations as they are: only the sum's rounding,
+// (cols + 8) eps * sum |w x| for any summation order.
+//
+// Batched path: dequantize_row's values, then an fp32 GEMM in any order: cols * eps * sum |w x|
+// (with a 1% margin on the first-order bound).
+struct Expected {
+  std::vector<double> y, tol;
+};
+
+Expected reference(const TypeSpec& spec, const Weights& w, const std::vector<float>& x, int64_t n, bool batched) {
+  const int64_t rows = w.matrix.rows, cols = w.matrix.cols;
+  const int64_t block = is_16_bit(spec.type) ? 1 : dms::ggml_block_elems(spec.type);
+  Expected e{std::vector<double>(n * rows), std::vector<double>(n * rows)};
+  std::vector<double> step(cols);  // d_b per element
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xt = x.data() + t * cols;
+    for (int64_t b = 0; b < cols; b += block) {
+      double amax = 0;
+      for (int64_t j = b; j < b + block; ++j) amax = std::max(amax, std::fabs(static_cast<double>(xt[j])));
+      for (int64_t j = b; j < b + block; ++j) step[j] = is_16_bit(spec.type) ? 0 : amax / 127;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* wr = w.values.data() + r * cols;
+      const double* br = w.bound.data() + r * cols;
+      double sum = 0, abs_sum = 0, quant = 0, terms = 0;
+      for (int64_t j = 0; j < cols; ++j) {
+        sum += static_cast<double>(wr[j]) * xt[j];
+        abs_sum += std::fabs(static_cast<double>(wr[j]) * xt[j]);
+        quant += 0.5 * (1 + 1e-4) * step[j] * std::fabs(wr[j]);
+        terms += br[j] * (std::fabs(xt[j]) + step[j]);
+      }
+      double tol;
+      if (batched) tol = 1.01 * static_cast<double>(cols) * kEps * abs_sum;
+      else if (is_16_bit(spec.type)) tol = static_cast<double>(cols + 8) * kEps * abs_sum;
+      else tol = quant + static_cast<double>(2 * cols / 32 + 24) * kEps * terms;
+      e.y[t * rows + r] = sum;
+      e.tol[t * rows + r] = tol;
+    }
+  }
+  return e;
+}
+
+std::vector<CpuIsa> supported_isas() {
+  std::vector<CpuIsa> isas;
+  for (CpuIsa isa : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512})
+    if (dms::cpu::cpu_isa_supported(isa)) isas.push_back(isa);
+  return isas;
+}
+
+std::vector<int64_t> test_cols(GgmlType t) {
+  if (is_16_bit(t)) return {1, 15, 16, 17, 100};  // the SIMD loops' tails
+  const int64_t block = dms::ggml_block_elems(t);
+  return block == 32 ? std::vector<int64_t>{32, 96, 576} : std::vector<int64_t>{256, 768};
+}
+
+void check(const TypeSpec& spec, CpuIsa isa, QuantPath path, int64_t rows, int64_t cols, int64_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const Weights w = random_weights(spec, rows, cols, rng);
+  const std::vector<float> x = random_activations(n, cols, rng);
+  std::vector<float> y(n * rows, std::nanf(""));
+  dms::cpu::quant_matmul(w.matrix, x.data(), n, y.data(), {isa, path});
+  const Expected e = reference(spec, w, x, n, path == QuantPath::Batched);
+  for (int64_t i = 0; i < n * rows; ++i) {
+    ASSERT_LE(std::fabs(y[i] - e.y[i]), e.tol[i])
+        << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa)
+        << (path == QuantPath::Batched ? " batched" : " decode") << " rows " << rows << " cols " << cols << " n " << n
+        << " output " << i << ": " << y[i] << " vs " << e.y[i];
+  }
+}
+
+TEST(QuantMatmul, DecodePathEveryTypeAndIsa) {
+  uint64_t seed = 1;
+  for (const TypeSpec& spec : type_specs())
+    for (CpuIsa isa : supported_isas())
+      for (int64_t cols : test_cols(spec.type))
+        for (int64_t rows : {1, 7, 33})
+          for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17}) check(spec, isa, QuantPath::Decode, rows, cols, n, ++seed);
+}
+
+TEST(QuantMatmul, BatchedPathEveryType) {
+  uint64_t seed = 1000;
+  for (const TypeSpec& spec : type_specs())
+    for (int64_t cols : test_cols(spec.type))
+      for (int64_t rows : {1, 7, 33, 300})
+        for (int64_t n : {1, 5, 16, 64}) check(spec, CpuIsa::Scalar, QuantPath::Batched, rows, cols, n, ++seed);
+}
+
+TEST(QuantMatmul, AutoPathAtTheCrossover) {
+  const TypeSpec& q4_1 = type_specs()[1];
+  ASSERT_EQ(q4_1.type, GgmlType::Q4_1);
+  const CpuIsa best = supported_isas().back();
+  check(q4_1, best, QuantPath::Auto, 19, 576, dms::cpu::kBatchedMinRows - 1, 7);  // decode tolerance
+  check(q4_1, best, QuantPath::Auto, 19, 576, dms::cpu::kBatchedMinRows, 8);      // batched tolerance
+}
+
+TEST(QuantMatmul, QuantRowIsDequantizeRow) {
+  uint64_t seed = 5000;
+  for (const TypeSpec& spec : type_specs()) {
+    std::mt19937_64 rng(++seed);
+    const int64_t cols = test_cols(spec.type).back();
+    const Weights w = random_weights(spec, 5, cols, rng);
+    std::vector<float> row(cols);
+    for (int64_t r = 0; r < 5; ++r) {
+      dms::cpu::quant_row(w.matrix, r, row.data());
+      EXPECT_EQ(0, std::memcmp(row.data(), w.values.data() + r * cols, cols * sizeof(float)))
+          << dms::ggml_type_name(spec.type) << " row " << r;
+    }
+  }
+}
+
+TEST(QuantMatmul, RejectsWhatItCannotCompute) {
+  std::vector<uint8_t> bytes(4096);
+  std::vector<float> x(256), y(4);
+  auto run = [&](GgmlType t, int64_t cols) {
+    dms::cpu::quant_matmul({t, 1, cols, bytes.data()}, x.data(), 1, y.data());
+  };
+  EXPECT_THROW(run(GgmlType::Q8_1, 32), dms::Error);   // no kernel for this type
+  EXPECT_THROW(run(GgmlType::Q4_K, 128), dms::Error);  // half a super-block per row
+  EXPECT_THROW(run(GgmlType::Q4_0, 48), dms::Error);
+  EXPECT_THROW(dms::cpu::quant_row({GgmlType::Q4_0, 2, 32, bytes.data()}, 2, x.data()), dms::Error);
+}
+
+}  // namespace
