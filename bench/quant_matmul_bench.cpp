@@ -3,10 +3,11 @@
 // fp32 weights the engine uses today; and, with --crossover, decode against batched path times
 // over n. Not a test: numbers depend on the machine and its load (bench/RESULTS.md).
 //
-//   build-quant/quant_matmul_bench [--crossover] [--seconds S]
+//   build-quant/quant_matmul_bench [--crossover] [--seconds S] [--threads T]
 //
 // Each call reads a different copy of the weights, cycling through a pool of at least 128 MiB,
-// so the bytes come from memory rather than a warm cache, as in a decode step over a whole model.
+// so the bytes come from memory rather than a warm cache, as in a decode step over a whole model;
+// the fp32 weights of today's path likewise.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -94,11 +95,14 @@ void bandwidth(double seconds) {
   std::printf("%-12s %-5s %11s %4s  %-14s %9s %9s\n", "matrix", "type", "shape", "n", "kernel", "ms", "GB/s");
   for (const Shape& s : kShapes) {
     const Pool pool = make_pool(s);
-    // fp32 copy for today's path: one copy only (4-8x the bytes), so this one runs from cache
-    // where it fits; its GB/s counts the quantized bytes it stands in for.
-    std::vector<float> dense(s.rows * s.cols);
+    // Today's path: at::mm on fp32 weights, from a pool of fp32 copies of the same size (the
+    // lm head's 113 MiB is a pool of one); its GB/s counts the quantized bytes it stands in for.
+    const int64_t dense_elems = s.rows * s.cols;
+    const size_t dense_copies = std::max<size_t>(1, kPoolBytes / (dense_elems * sizeof(float)));
+    std::vector<float> dense(dense_copies * dense_elems);
     for (int64_t r = 0; r < s.rows; ++r) dms::cpu::quant_row(pool.at(0, s), r, dense.data() + r * s.cols);
-    const at::Tensor w32 = at::from_blob(dense.data(), {s.rows, s.cols}, at::kFloat);
+    for (size_t c = 1; c < dense_copies; ++c)
+      std::copy(dense.begin(), dense.begin() + dense_elems, dense.begin() + c * dense_elems);
     for (int64_t n : {1, 64}) {
       std::vector<float> x(n * s.cols), y(n * s.rows);
       std::mt19937 rng(2);
@@ -116,7 +120,10 @@ void bandwidth(double seconds) {
             }));
       }
       const at::Tensor xt = at::from_blob(x.data(), {n, s.cols}, at::kFloat);
-      row("fp32 at::mm", median_seconds(seconds, [&](size_t) { at::mm(xt, w32.t()); }));
+      row("fp32 at::mm", median_seconds(seconds, [&](size_t i) {
+            const at::Tensor w32 = at::from_blob(dense.data() + (i % dense_copies) * dense_elems, {s.rows, s.cols});
+            at::mm(xt, w32.t());
+          }));
     }
   }
 }
@@ -149,8 +156,9 @@ int main(int argc, char** argv) {
     const std::string arg = argv[i];
     if (arg == "--crossover") cross = true;
     else if (arg == "--seconds" && i + 1 < argc) seconds = std::stod(argv[++i]);
+    else if (arg == "--threads" && i + 1 < argc) at::set_num_threads(std::stoi(argv[++i]));
     else {
-      std::fprintf(stderr, "usage: %s [--crossover] [--seconds S]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--crossover] [--seconds S] [--threads T]\n", argv[0]);
       return 2;
     }
   }

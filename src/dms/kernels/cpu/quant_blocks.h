@@ -10,9 +10,11 @@ namespace dms::cpu::quant {
 
 // One activation block for the 32-element weight types (Q4_0 .. Q8_0): x ~= d * qs, with
 // qs = round(x / d) and d = max|x| / 127 over the block; sum = sum of qs, which turns the
-// weight offsets (Q4_0's -8, Q4_1's min) into one multiply per block.
+// weight offsets (Q4_0's -8, Q4_1's min) into one multiply per block, and dsum = d * sum, the
+// same in fp32 for kernels that do not keep the offset in integers.
 struct ActBlock32 {
   float d;
+  float dsum;
   int32_t sum;
   int8_t qs[32];
 };

@@ -20,8 +20,9 @@ constexpr int kMaxRowsPerDot = 8;
 // Bytes of weights one thread takes at least per parallel_for chunk on the decode path: below
 // that, waking a thread costs more than the rows it would read.
 constexpr int64_t kDecodeGrainBytes = 32 * 1024;
-// The batched path's fp32 tile of dequantized weight rows, sized for a core's share of L2.
-constexpr int64_t kTileBytes = 512 * 1024;
+// The batched path's fp32 tile of dequantized weight rows: large enough that each at::mm call
+// has work for every thread, small enough to stay in the L2 caches between dequantizing and use.
+constexpr int64_t kTileBytes = 2 * 1024 * 1024;
 
 bool is_k_quant(GgmlType t) {
   return t == GgmlType::Q2_K || t == GgmlType::Q3_K || t == GgmlType::Q4_K || t == GgmlType::Q5_K ||
@@ -76,6 +77,7 @@ void quantize_act32(const float* x, int64_t blocks, quant::ActBlock32* out) {
     int sum = 0;
     for (int j = 0; j < 32; ++j) sum += out[b].qs[j];
     out[b].sum = sum;
+    out[b].dsum = out[b].d * static_cast<float>(sum);
   }
 }
 
@@ -122,22 +124,26 @@ void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Cp
   });
 }
 
+// Tiles of rows one after another: the tile is dequantized by all threads, then multiplied by
+// at::mm on all threads. (at::mm called from inside at::parallel_for, one tile per thread,
+// oversubscribes the cores: BLAS starts its own threads there and runs 20x slower.)
 void batched_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y) {
   const int64_t row_bytes = static_cast<int64_t>(ggml_row_bytes(w.type, w.cols));
-  const int64_t tile_rows = std::max<int64_t>(16, kTileBytes / (w.cols * static_cast<int64_t>(sizeof(float))));
+  const int64_t tile_rows = std::max<int64_t>(64, kTileBytes / (w.cols * static_cast<int64_t>(sizeof(float))));
+  thread_local std::vector<float> scratch;
+  scratch.resize(static_cast<size_t>(std::min(tile_rows, w.rows) * w.cols));
+  float* tile = scratch.data();  // the worker threads write this thread's scratch
   const at::Tensor xt = at::from_blob(const_cast<float*>(x), {n, w.cols}, at::kFloat);
-  at::parallel_for(0, w.rows, tile_rows, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> tile;
-    for (int64_t r0 = begin; r0 < end; r0 += tile_rows) {
-      const int64_t count = std::min(tile_rows, end - r0);
-      tile.resize(static_cast<size_t>(count * w.cols));
-      for (int64_t r = 0; r < count; ++r)
-        dequantize_row(w.type, w.data + (r0 + r) * row_bytes, tile.data() + r * w.cols, w.cols);
-      const at::Tensor wt = at::from_blob(tile.data(), {count, w.cols}, at::kFloat);
-      at::Tensor out = at::from_blob(y + r0, {n, count}, {w.rows, 1}, at::kFloat);
-      at::mm_out(out, xt, wt.t());
-    }
-  });
+  for (int64_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
+    const int64_t count = std::min(tile_rows, w.rows - r0);
+    at::parallel_for(0, count, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r)
+        dequantize_row(w.type, w.data + (r0 + r) * row_bytes, tile + r * w.cols, w.cols);
+    });
+    const at::Tensor wt = at::from_blob(tile, {count, w.cols}, at::kFloat);
+    at::Tensor out = at::from_blob(y + r0, {n, count}, {w.rows, 1}, at::kFloat);
+    at::mm_out(out, xt, wt.t());
+  }
 }
 
 }  // namespace

@@ -7,8 +7,8 @@
 //   weight row is dotted with them in integers, rows split across at::parallel_for's threads.
 //   Memory-bound: every weight byte is read once per call. 16-bit weights are dotted with the
 //   fp32 activations directly.
-// - batched: tiles of weight rows are dequantized to fp32 in a per-thread scratch that fits the
-//   L2 cache and multiplied by BLAS (at::mm), each tile's rows by one thread.
+// - batched: tiles of weight rows are dequantized to an fp32 scratch that fits the L2 caches and
+//   multiplied by BLAS (at::mm); compute-bound, so the 4-8x larger fp32 tile costs little.
 //
 // The kernels come in a portable scalar version and AVX2 and AVX-512 ones, each in its own
 // translation unit; the best the CPU runs is chosen at run time.
