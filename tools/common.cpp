@@ -69,15 +69,19 @@ at::ScalarType parse_dtype(const std::string& text, const std::string& option, b
 
 }  // namespace
 
-Model load_model_from_args(const Args& args, ShippedAdapter shipped) {
+void set_threads_from_args(const Args& args) {
   if (args.has("threads")) {
-    const int64_t n = args.integer("threads");
-    if (n < 1) throw UsageError("--threads: must be at least 1");
-    at::set_num_threads(static_cast<int>(n));
+    at::set_num_threads(static_cast<int>(args.at_least("threads", 1)));
   } else {
     at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   }
-  const at::ScalarType dtype = parse_dtype(args.str("dtype"), "dtype", false);
+}
+
+at::ScalarType dtype_from_args(const Args& args) { return parse_dtype(args.str("dtype"), "dtype", false); }
+
+Model load_model_from_args(const Args& args, ShippedAdapter shipped) {
+  set_threads_from_args(args);
+  const at::ScalarType dtype = dtype_from_args(args);
   DmsLoadOptions dms;
   if (args.has("dms-adapter")) dms.adapter_path = args.str("dms-adapter");
   if (args.has("dms-window")) dms.overrides.window = args.integer("dms-window");

@@ -22,6 +22,10 @@ void add_generation_options(Args& args);
 // --policy, --kv-dtype, --kv-memory, --block-size, --target-cr, --budget, --sinks, --force-evict
 void add_cache_options(Args& args);
 
+// --threads (default: every core) as libtorch's thread count.
+void set_threads_from_args(const Args& args);
+// --dtype, the compute dtype of the weights: f32 or bf16.
+at::ScalarType dtype_from_args(const Args& args);
 // Sets the thread count and loads the model named by --model (or the default one), with its
 // DMS adapter and overrides. With ShippedAdapter::Apply, the default model (no --model, no
 // DMS_MODEL) gets the adapter shipped in models/ unless --dms-adapter or --no-dms-adapter says

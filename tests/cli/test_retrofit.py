@@ -27,13 +27,13 @@ DEFAULT_MODEL = os.environ.get("DMS_DEFAULT_MODEL")
 WORDS = ("the cat sat on a mat while seven dogs ran past the old red barn and one bird sang "
          "about rain wind snow sun light dark river stone tree green blue").split()
 # Settings shared by the runs: rows of 64 tokens, window 8, CR 1.5 reached by step 10.
-BASE = {"--threads": "2", "--seq-len": "64", "--batch": "2", "--window": "8", "--target-cr": "1.5",
+BASE = {"--threads": "2", "--seq-len": "64", "--batch": "2", "--dms-window": "8", "--target-cr": "1.5",
         "--ramp-steps": "10", "--lr": "3e-3", "--seed": "3"}
 LOSSES = ("step", "loss", "distill", "compress", "frac", "target_cr", "grad_norm")
 
 
 def settings(**changes):
-    """BASE with options replaced: settings(window="9") gives --window 9."""
+    """BASE with options replaced: settings(dms_window="9") gives --dms-window 9."""
     merged = dict(BASE)
     merged.update({"--" + k.replace("_", "-"): v for k, v in changes.items()})
     return [x for kv in merged.items() for x in kv]
@@ -188,7 +188,7 @@ class Retrofit(unittest.TestCase):
         adapter = os.path.join(self.straight, "adapter.safetensors")
         trained = steps_of(read_log(self.straight))[-1]["frac"]
         out = self.path("from-adapter")
-        args = [a for kv in BASE.items() if kv[0] != "--window" for a in kv]
+        args = [a for kv in BASE.items() if kv[0] != "--dms-window" for a in kv]
         r = dms("retrofit", "--model", self.model, "--data", self.data, "--heldout", self.heldout, "--out", out,
                 "--steps", "3", "--dms-adapter", adapter, *args)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -201,7 +201,7 @@ class Retrofit(unittest.TestCase):
         # A setting given on the command line wins; a missing or foreign adapter is an error naming it.
         out = self.path("from-adapter-window")
         r = dms("retrofit", "--model", self.model, "--data", self.data, "--out", out, "--steps", "1",
-                "--dms-adapter", adapter, *settings(window="5"))
+                "--dms-adapter", adapter, *settings(dms_window="5"))
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(read_log(out)[-1]["dms"]["dms_window_size"], 5)
         r = dms("retrofit", "--model", self.model, "--data", self.data, "--out", self.path("no-adapter"), "--steps",
@@ -273,12 +273,12 @@ class Retrofit(unittest.TestCase):
         write_jsonl(short, [{"text": "too short"}])
         fails(["--heldout-fraction", "0"], short, "one sequence needs 64 tokens")
         fails([], target_cr="0.5", message="--target-cr: must be at least 1", code=2)
-        fails([], window="100", message="--window", code=2)
+        fails([], dms_window="100", message="--dms-window", code=2)
         fails(["--train", "heads"], message="--train: unknown training target 'heads'", code=2)
 
         # Changing what defines the run on --resume is refused.
         r = dms("retrofit", "--model", self.model, "--data", self.data, "--heldout", self.heldout, "--out",
-                self.straight, "--steps", "30", *settings(window="9"), "--resume")
+                self.straight, "--steps", "30", *settings(dms_window="9"), "--resume")
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("window (saved 8, now 9)", r.stderr)
 
@@ -291,7 +291,7 @@ class Retrofit(unittest.TestCase):
             # --train all from a GGUF base is refused: there is no Hugging Face directory to export.
             out = tempfile.mkdtemp(dir=self.tmp.name)
             r = dms("retrofit", "--model", DEFAULT_MODEL, "--data", self.data, "--out", out, "--steps", "1",
-                    "--train", "all", "--seq-len", "64", "--window", "8", "--threads", "2")
+                    "--train", "all", "--seq-len", "64", "--dms-window", "8", "--threads", "2")
             self.assertEqual(r.returncode, 1, r.stderr)
             self.assertIn("GGUF", r.stderr)
 

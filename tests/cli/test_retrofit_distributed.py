@@ -46,9 +46,9 @@ def free_port():
 
 def retrofit_args(out, batch, steps=STEPS):
     return [DMS, "retrofit", "--model", MODEL, "--data", DATA, "--heldout-fraction", "0",
-            "--steps", str(steps), "--seq-len", str(SEQ_LEN), "--window", "4", "--batch", str(batch),
-            "--target-cr", "4", "--ramp-steps", "1", "--lr", "1e-2", "--alpha-scale", "5",
-            "--alpha-offset", "1", "--seed", "3", "--threads", "1", "--out", out]
+            "--steps", str(steps), "--seq-len", str(SEQ_LEN), "--dms-window", "4", "--batch", str(batch),
+            "--target-cr", "4", "--ramp-steps", "1", "--lr", "1e-2", "--dms-scale", "5",
+            "--dms-offset", "1", "--seed", "3", "--threads", "1", "--out", out]
 
 
 def clean_env():
