@@ -32,7 +32,7 @@ bool quant_matmul_supports(GgmlType type);
 
 // From this many activation rows on, quant_matmul takes the batched path (measured in
 // bench/RESULTS.md, "Quantized matmul kernels").
-constexpr int64_t kBatchedMinRows = 16;
+constexpr int64_t kBatchedMinRows = 24;
 
 enum class CpuIsa { Scalar, Avx2, Avx512 };
 const char* cpu_isa_name(CpuIsa isa);  // "scalar", "avx2", "avx512"
