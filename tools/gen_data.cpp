@@ -5,10 +5,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
+#include <memory>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -17,6 +15,7 @@
 #include "commands.h"
 #include "dms/train/data_documents.h"
 #include "dms/train/data_jsonl.h"
+#include "dms/util/jsonl_appender.h"
 
 namespace dms::cli {
 namespace {
@@ -65,22 +64,20 @@ std::vector<Prompt> read_prompts(const std::string& path) {
 
 using ReplyKey = std::pair<std::string, int64_t>;  // prompt id, sample
 
-// The replies an earlier run already wrote to `path`. A last line without its newline is what an
-// interrupted write leaves: it is cut off (with a warning) and its reply made again.
-void collect_done(const std::string& path, std::set<ReplyKey>& done) {
-  if (!fs::exists(path)) return;
-  std::string content;
-  {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail(path, "cannot read");
-    content.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
-  if (!content.empty() && content.back() != '\n') {
-    const size_t keep = content.rfind('\n') == std::string::npos ? 0 : content.rfind('\n') + 1;
-    fs::resize_file(path, keep);
+// Opens an output file for appending. Opening repairs the last line an interrupted run may have
+// left (jsonl_appender.h): a torn reply is cut off and generated again, a whole one kept.
+std::unique_ptr<JsonlAppender> open_output(const std::string& path) {
+  auto out = std::make_unique<JsonlAppender>(path);
+  if (out->repaired() == JsonlTail::TornLineCut)
     std::fprintf(stderr, "gen-data: %s: removed an unfinished last line (an interrupted run); it is generated again\n",
                  path.c_str());
-  }
+  else if (out->repaired() == JsonlTail::NewlineAdded)
+    std::fprintf(stderr, "gen-data: %s: the last reply lacked its newline (an interrupted run); kept\n", path.c_str());
+  return out;
+}
+
+// The replies an earlier run already wrote to `path`.
+void collect_done(const std::string& path, std::set<ReplyKey>& done) {
   read_jsonl(path, [&](int64_t line, const nlohmann::json& r) {
     const std::string where = jsonl_where(path, line);
     if (!r.is_object() || !r.contains("id") || !r["id"].is_string() || !r.contains("sample") ||
@@ -88,18 +85,6 @@ void collect_done(const std::string& path, std::set<ReplyKey>& done) {
       fail(where, "not a gen-data record (needs a string 'id' and an integer 'sample'); is this the right output file?");
     done.insert({r["id"].get<std::string>(), r["sample"].get<int64_t>()});
   });
-}
-
-FILE* open_for_append(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "ab");
-  if (!f) fail(path, std::string("cannot open for writing: ") + std::strerror(errno));
-  return f;
-}
-
-void append_line(FILE* f, const std::string& path, const nlohmann::json& record) {
-  const std::string line = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-  if (std::fwrite(line.data(), 1, line.size(), f) != line.size() || std::fflush(f) != 0)
-    fail(path, std::string("write failed: ") + std::strerror(errno));
 }
 
 // A sampling seed per reply, from the run's seed, the prompt id and the sample, so a reply does not
@@ -116,7 +101,8 @@ int run_gen_data(int argc, char** argv) {
             "kept (the teacher of retrofitting). Each line of FILE is {\"id\", \"sample\", \"seed\", \"category\",\n"
             "\"messages\": [user prompt, assistant reply], \"stop_reason\", \"reply_tokens\"}. Replies already in\n"
             "FILE (and in the --heldout file) are kept and skipped, so an interrupted run resumes where it\n"
-            "stopped. Progress (replies, tokens/s, ETA) goes to standard error.");
+            "stopped (a reply it left half written is cut off and made again). Progress (replies,\n"
+            "tokens/s, ETA) goes to standard error.");
   add_model_options(args);
   add_generation_options(args);
   add_cache_options(args);
@@ -134,12 +120,9 @@ int run_gen_data(int argc, char** argv) {
   if (args.has("policy") && args.str("policy") != "dense")
     throw UsageError("--policy: gen-data samples the teacher, which keeps every key; only dense is allowed");
   args.set("policy", "dense");
-  const int64_t samples = args.integer("samples");
-  if (samples < 1) throw UsageError("--samples: must be at least 1");
-  const int64_t parallel = args.integer("parallel");
-  if (parallel < 1) throw UsageError("--parallel: must be at least 1");
-  const int64_t limit = args.has("limit") ? args.integer("limit") : INT64_MAX;
-  if (limit < 1) throw UsageError("--limit: must be at least 1");
+  const int64_t samples = args.at_least("samples", 1);
+  const int64_t parallel = args.at_least("parallel", 1);
+  const int64_t limit = args.has("limit") ? args.at_least("limit", 1) : INT64_MAX;
   const double heldout_fraction = args.number("heldout-fraction");
   if (!(heldout_fraction >= 0 && heldout_fraction < 1)) throw UsageError("--heldout-fraction: must be in [0, 1)");
   if ((heldout_fraction > 0) != args.has("heldout"))
@@ -152,18 +135,11 @@ int run_gen_data(int argc, char** argv) {
   const std::string prompts_path = args.has("prompts") ? args.str("prompts") : shipped_prompts_path();
   std::vector<Prompt> prompts = read_prompts(prompts_path);
   if (limit < static_cast<int64_t>(prompts.size())) prompts.resize(static_cast<size_t>(limit));
+  const std::unique_ptr<JsonlAppender> out = open_output(out_path);
+  const std::unique_ptr<JsonlAppender> heldout = heldout_path.empty() ? nullptr : open_output(heldout_path);
   std::set<ReplyKey> done;
   collect_done(out_path, done);
-  if (!heldout_path.empty()) collect_done(heldout_path, done);
-
-  FILE* out = open_for_append(out_path);
-  FILE* heldout = heldout_path.empty() ? nullptr : open_for_append(heldout_path);
-  struct Closer {
-    FILE* f;
-    ~Closer() {
-      if (f) std::fclose(f);
-    }
-  } close_out{out}, close_heldout{heldout};
+  if (heldout) collect_done(heldout_path, done);
 
   Model model = load_model_from_args(args);
   GenerationParams params = generation_params_from_args(args, model);
@@ -200,8 +176,7 @@ int run_gen_data(int argc, char** argv) {
   auto cache = make_cache_from_args(args, model, running, static_cast<int64_t>(longest) + params.max_tokens);
   EngineOptions eo;
   eo.max_running = running;
-  eo.max_step_tokens = args.integer("step-tokens");
-  if (eo.max_step_tokens < 1) throw UsageError("--step-tokens: must be at least 1");
+  eo.max_step_tokens = args.at_least("step-tokens", 1);
   Engine engine(model, *cache, eo);
   std::vector<std::pair<int64_t, const Job*>> pending;  // request id, job
   for (const Job& job : jobs) {
@@ -239,7 +214,7 @@ int run_gen_data(int argc, char** argv) {
       record["stop_reason"] = r.stop_reason;
       record["reply_tokens"] = r.tokens.size();
       const bool held = heldout && in_heldout_split(job.prompt->id, heldout_fraction);
-      append_line(held ? heldout : out, held ? heldout_path : out_path, record);
+      (held ? heldout : out)->append(record);
       heldout_replies += held;
       reply_tokens += static_cast<int64_t>(r.tokens.size());
       ++finished;

@@ -156,6 +156,20 @@ class GenData(unittest.TestCase):
         self.assertIn("unfinished last line", r.stderr)
         self.assertEqual(by_key(read_jsonl(out)), by_key(complete))
 
+    def test_a_whole_last_reply_without_its_newline_is_kept(self):
+        args = ["--temperature", "0", "--seed", "3", "--max-tokens", "6"]
+        out = self.path("out.jsonl")
+        self.run_ok(*args, "--out", out)
+        with open(out, encoding="utf-8") as f:
+            complete = f.read()
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(complete[:-1])
+        r = self.run_ok(*args, "--out", out)
+        self.assertIn("the last reply lacked its newline", r.stderr)
+        self.assertIn(f"{len(complete.splitlines())} already written, 0 to generate", r.stderr)
+        with open(out, encoding="utf-8") as f:
+            self.assertEqual(f.read(), complete)
+
     def test_held_out_prompts_go_to_their_own_file_by_the_documented_hash(self):
         ids = [f"p{i}" for i in range(10)]
         expected = {i for i in ids if held_out(i, 0.4)}
