@@ -91,7 +91,7 @@ RunSettings retrofit_run_settings(const RetrofitOptions& o, int64_t ramp_steps, 
 RetrofitRun::RetrofitRun(RetrofitOptions options)
     : options_(std::move(options)), checkpoint_(fs::path(options_.out) / "checkpoint") {
   if (!options_.adapter.empty()) options_.adapter = canonical(options_.adapter);
-  retrofit_dtype_name(options_.dtype);
+  retrofit_dtype_name(options_.dtype);  // refuses a dtype the run cannot record, before anything slow
   if (options_.resume && !checkpoint_.exists())
     throw RetrofitConflict("resume", checkpoint_.index().string() + " does not exist (no run to continue in " +
                                          options_.out + ")");
@@ -122,7 +122,8 @@ void RetrofitRun::start() {
                                            ", which would change its loss curve: " + text);
   }
 
-  model_ = std::make_unique<Model>(load_model(o.model, o.dtype, {.adapter_path = o.adapter, .overrides = {}}));
+  model_ = std::make_unique<Model>(
+      load_model(o.model, o.dtype, {.adapter_path = o.adapter, .overrides = {}}, WeightStorage::Float));
   if (o.target == TrainTarget::All && model_->info.format == CheckpointFormat::Gguf)
     fail("--train all", o.model + " is a GGUF file: a retrofit of every weight is exported as a Hugging Face "
                                   "directory, which needs the base's config.json and tokenizer files; start from "
