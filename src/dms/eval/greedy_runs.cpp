@@ -1,5 +1,6 @@
 #include "dms/eval/greedy_runs.h"
 
+#include "dms/cache/cache_sizing.h"
 #include "dms/engine/engine.h"
 #include "dms/util/error.h"
 
@@ -11,13 +12,11 @@ GreedyRun run_greedy(const Model& model, const PolicyUnderTest& policy, const st
   const ModelConfig& c = model.info.config;
   int64_t longest = 0;
   for (const auto& p : prompts) longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()));
-  // Room for every sequence kept dense, so the engine never preempts (which would only cost time).
+  // Room for every running sequence kept dense, so the engine never preempts (which would only
+  // cost time): a sequence stores its prompt and all but the last generated token.
   const int64_t sequences = std::min<int64_t>(static_cast<int64_t>(prompts.size()), s.max_running);
-  const int64_t per_token = c.kv_bytes_per_token(static_cast<int64_t>(at::elementSize(s.kv_dtype)));
-  PagedCacheOptions co{s.kv_dtype, s.block_size, 0};
-  co.blocks_per_layer = PagedKVCache::blocks_per_layer_for(
-      c, s.kv_dtype, s.block_size, sequences * (longest + new_tokens + 2 * s.block_size) * per_token);
-  PagedKVCache cache(c, co, make_policy(policy.policy, policy.options));
+  PagedKVCache cache(c, dense_cache_options(c, s.kv_dtype, s.block_size, sequences, longest + new_tokens),
+                     make_policy(policy.policy, policy.options));
   Engine engine(model, cache, EngineOptions{s.step_tokens, s.max_running});
 
   GenerationParams params;

@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 
+#include "dms/cache/cache_sizing.h"
 #include "dms/eval/cache_stack.h"
 #include "dms/util/error.h"
 
@@ -23,11 +24,8 @@ struct Member {
 
 std::unique_ptr<PagedKVCache> make_cache(const ModelConfig& c, const TeacherForcedOptions& o, const std::string& policy,
                                          const PolicyOptions& po, int64_t sequences, int64_t tokens) {
-  const int64_t per_token = c.kv_bytes_per_token(static_cast<int64_t>(at::elementSize(o.kv_dtype)));
-  PagedCacheOptions co{o.kv_dtype, o.block_size, 0};
-  co.blocks_per_layer =
-      PagedKVCache::blocks_per_layer_for(c, o.kv_dtype, o.block_size, sequences * (tokens + o.block_size) * per_token);
-  return std::make_unique<PagedKVCache>(c, co, make_policy(policy, po));
+  return std::make_unique<PagedKVCache>(c, dense_cache_options(c, o.kv_dtype, o.block_size, sequences, tokens),
+                                        make_policy(policy, po));
 }
 
 void check_options(const TeacherForcedOptions& o, const std::vector<Document>& docs) {

@@ -1,0 +1,24 @@
+#include "dms/cache/cache_sizing.h"
+
+#include <string>
+
+#include "dms/util/error.h"
+
+namespace dms {
+
+int64_t dense_cache_bytes(const ModelConfig& config, at::ScalarType kv_dtype, int64_t block_size, int64_t sequences,
+                          int64_t tokens) {
+  if (block_size < 1 || sequences < 0 || tokens < 0)
+    fail("cache sizing", "block size " + std::to_string(block_size) + ", sequences " + std::to_string(sequences) +
+                             ", tokens " + std::to_string(tokens) + ": need a block size of at least 1 and counts of at least 0");
+  const int64_t per_token = config.kv_bytes_per_token(static_cast<int64_t>(at::elementSize(kv_dtype)));
+  return sequences * (tokens + block_size) * per_token;
+}
+
+PagedCacheOptions dense_cache_options(const ModelConfig& config, at::ScalarType kv_dtype, int64_t block_size,
+                                      int64_t sequences, int64_t tokens) {
+  const int64_t bytes = dense_cache_bytes(config, kv_dtype, block_size, sequences, tokens);
+  return {kv_dtype, block_size, PagedKVCache::blocks_per_layer_for(config, kv_dtype, block_size, bytes)};
+}
+
+}  // namespace dms
