@@ -2,12 +2,15 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <thread>
+
+#include "dms/cache/cache_sizing.h"
 
 namespace dms::cli {
 
@@ -47,10 +50,10 @@ void add_generation_options(Args& args) {
       .flag("ignore-eos", "keep generating past the model's end-of-sequence tokens");
 }
 
-void add_cache_options(Args& args) {
-  args.option("policy", "NAME", "KV eviction: dms, dense, streaming, h2o, tova", "dms for DMS models, else dense")
+void add_cache_options(Args& args, const std::string& kv_budget_help, std::optional<std::string> kv_budget_fallback) {
+  args.option("policy", "NAME", "KV eviction: " + joined(policy_names()), "dms for DMS models, else dense")
       .option("kv-dtype", "f32|bf16|f16", "KV cache storage", "bf16")
-      .option("kv-memory", "BYTES", "KV cache size, e.g. 2GiB", "enough for every sequence kept dense")
+      .option("kv-budget", "BYTES", kv_budget_help, std::move(kv_budget_fallback))
       .option("block-size", "N", "key slots per cache block", std::to_string(kDefaultBlockSize))
       .option("target-cr", "R", "streaming/h2o/tova: keep 1/R of the tokens seen (at least 64)")
       .option("budget", "N", "streaming/h2o/tova: keep N tokens per head")
@@ -125,68 +128,70 @@ GenerationParams generation_params_from_args(const Args& args, const Model& mode
   return p;
 }
 
-namespace {
-
-std::string policy_name(const Args& args, const Model& model) {
+std::string policy_from_args(const Args& args, const Model& model) {
   if (args.has("policy")) return args.str("policy");
   return model.info.config.dms.decides() ? "dms" : "dense";
 }
 
-}  // namespace
+PolicyOptions policy_options_from_args(const Args& args, const Model& model, const std::vector<std::string>& policies,
+                                       const std::string& policies_option) {
+  const ModelConfig& c = model.info.config;
+  const bool dms = std::find(policies.begin(), policies.end(), "dms") != policies.end();
+  const bool budgeted = std::any_of(policies.begin(), policies.end(), is_budget_policy);
+  PolicyOptions po;
+  po.dms.window = c.dms.window;
+  if (args.has("force-evict")) {
+    if (!dms) throw UsageError("--force-evict: only meaningful with --policy dms");
+    po.dms.forced_fraction = args.number("force-evict");
+    if (!(po.dms.forced_fraction >= 0 && po.dms.forced_fraction <= 1)) throw UsageError("--force-evict: must be in [0, 1]");
+  } else if (dms && !c.dms.decides()) {
+    throw UsageError("--policy dms: " + model.info.path +
+                     " has no DMS decision heads (pass --dms-adapter, or --force-evict F to flag keys at random)");
+  }
+  if ((args.has("target-cr") || args.has("budget")) && !budgeted)
+    throw UsageError("--target-cr/--budget: only meaningful with a budget policy (" + joined(budget_policy_names()) + ")");
+  for (const auto& name : policies)
+    if (is_budget_policy(name) && args.has("target-cr") == args.has("budget"))
+      throw UsageError("--policy " + name + ": give exactly one of --target-cr R or --budget N");
+  if (args.has("target-cr")) po.budget.compression_ratio = args.number("target-cr");
+  if (args.has("budget")) po.budget.tokens = args.integer("budget");
+  po.sinks = args.integer("sinks");
+  for (const auto& name : policies) {
+    try {
+      make_policy(name, po);
+    } catch (const Error& e) {
+      throw UsageError("--" + policies_option + ": " + e.what());
+    }
+  }
+  return po;
+}
+
+int64_t kv_budget_from_args(const Args& args) {
+  if (!args.has("kv-budget")) return 0;
+  const int64_t bytes = parse_bytes(args.str("kv-budget"), "kv-budget");
+  if (bytes < 1) throw UsageError("--kv-budget: must be at least 1 byte, got '" + args.str("kv-budget") + "'");
+  return bytes;
+}
 
 std::unique_ptr<PagedKVCache> make_cache_from_args(const Args& args, const Model& model, int64_t sequences,
                                                    int64_t tokens) {
   const ModelConfig& c = model.info.config;
-  const std::string name = policy_name(args, model);
-  PolicyOptions po;
-  po.dms.window = c.dms.window;
-  if (args.has("force-evict")) {
-    if (name != "dms") throw UsageError("--force-evict: only meaningful with --policy dms");
-    po.dms.forced_fraction = args.number("force-evict");
-    if (!(po.dms.forced_fraction >= 0 && po.dms.forced_fraction <= 1)) throw UsageError("--force-evict: must be in [0, 1]");
-  } else if (name == "dms" && !c.dms.decides()) {
-    throw UsageError("--policy dms: " + model.info.path +
-                     " has no DMS decision heads (pass --dms-adapter, or --force-evict F to flag keys at random)");
+  const std::string name = policy_from_args(args, model);
+  const PolicyOptions po = policy_options_from_args(args, model, {name}, "policy");
+  const at::ScalarType kv_dtype = kv_dtype_from_args(args);
+  const int64_t block_size = args.at_least("block-size", 1);
+  PagedCacheOptions co = dense_cache_options(c, kv_dtype, block_size, sequences, tokens);
+  if (const int64_t bytes = kv_budget_from_args(args)) {
+    co.blocks_per_layer = PagedKVCache::blocks_per_layer_for(c, kv_dtype, block_size, bytes);
+    if (co.blocks_per_layer < 1) throw UsageError("--kv-budget: " + human_bytes(static_cast<double>(bytes)) + " holds no block");
   }
-  const bool budgeted = name == "streaming" || name == "h2o" || name == "tova";
-  if ((args.has("target-cr") || args.has("budget")) && !budgeted)
-    throw UsageError("--target-cr/--budget: only meaningful with --policy streaming, h2o or tova");
-  if (budgeted) {
-    if (args.has("target-cr") == args.has("budget"))
-      throw UsageError("--policy " + name + ": give exactly one of --target-cr R or --budget N");
-    if (args.has("target-cr")) po.budget.compression_ratio = args.number("target-cr");
-    else po.budget.tokens = args.integer("budget");
-  }
-  po.sinks = args.integer("sinks");
-  std::unique_ptr<EvictionPolicy> policy;
-  try {
-    policy = make_policy(name, po);
-  } catch (const Error& e) {
-    throw UsageError(std::string("--policy: ") + e.what());
-  }
-
-  PagedCacheOptions co;
-  co.kv_dtype = kv_dtype_from_args(args);
-  co.block_size = args.integer("block-size");
-  if (co.block_size < 1) throw UsageError("--block-size: must be at least 1");
-  int64_t bytes;
-  if (args.has("kv-memory")) {
-    bytes = parse_bytes(args.str("kv-memory"), "kv-memory");
-  } else {
-    // Every sequence at full length plus a partly filled block per head: no preemption even if
-    // nothing is evicted. Only the pages that are written get memory.
-    const int64_t per_token = c.kv_bytes_per_token(static_cast<int64_t>(at::elementSize(co.kv_dtype)));
-    bytes = sequences * (tokens + co.block_size) * per_token;
-  }
-  co.blocks_per_layer = PagedKVCache::blocks_per_layer_for(c, co.kv_dtype, co.block_size, bytes);
-  if (co.blocks_per_layer < 1) throw UsageError("--kv-memory: " + human_bytes(static_cast<double>(bytes)) + " holds no block");
-  return std::make_unique<PagedKVCache>(c, co, std::move(policy));
+  return std::make_unique<PagedKVCache>(c, co, make_policy(name, po));
 }
 
 at::ScalarType kv_dtype_from_args(const Args& args) { return parse_dtype(args.str("kv-dtype"), "kv-dtype", true); }
 
 std::string describe_policy(const Args& args, const Model& model) {
-  const std::string name = policy_name(args, model);
+  const std::string name = policy_from_args(args, model);
   std::string out = name;
   if (name == "dms") {
     out += ", window " + std::to_string(model.info.config.dms.window);

@@ -1,7 +1,9 @@
 // Options shared by the subcommands that run a model, and the code that applies them.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "args.h"
 #include "dms/cache/paged_kv_cache.h"
@@ -19,8 +21,12 @@ enum class ShippedAdapter { Apply, Ignore };
 void add_model_options(Args& args, ShippedAdapter shipped = ShippedAdapter::Ignore);
 // --max-tokens, --temperature, --top-k, --top-p, --min-p, --seed, --stop, --ignore-eos
 void add_generation_options(Args& args);
-// --policy, --kv-dtype, --kv-memory, --block-size, --target-cr, --budget, --sinks, --force-evict
-void add_cache_options(Args& args);
+// --policy, --kv-dtype, --kv-budget, --block-size, --target-cr, --budget, --sinks, --force-evict.
+// --kv-budget BYTES is the size of the KV cache; `kv_budget_help` says what it sizes where a
+// command reads it differently (bench: the cache its largest-batch search fills).
+void add_cache_options(Args& args,
+                       const std::string& kv_budget_help = "KV cache size (the memory every sequence's keys share), e.g. 2GiB",
+                       std::optional<std::string> kv_budget_fallback = "enough for every sequence kept dense");
 
 // --threads (default: every core) as libtorch's thread count.
 void set_threads_from_args(const Args& args);
@@ -35,8 +41,19 @@ Model load_model_from_args(const Args& args, ShippedAdapter shipped = ShippedAda
 std::string shipped_file(const std::string& relative);
 // Generation settings from the options; the model's EOS ids stop generation unless --ignore-eos.
 GenerationParams generation_params_from_args(const Args& args, const Model& model);
-// A paged cache with the policy the options name, its pools sized by --kv-memory or, by default,
-// for `sequences` dense sequences of `tokens` tokens each.
+// --policy, or the model's default: dms for a model with decision heads, else dense.
+std::string policy_from_args(const Args& args, const Model& model);
+// The eviction settings of the cache options, for every policy in `policies` (generate's one,
+// bench's list; make_policy reads each policy's own fields). Usage errors for a setting none of
+// them reads, a budget policy without exactly one of --target-cr and --budget, dms on a model
+// without decision heads and no --force-evict, and what make_policy refuses (prefixed with
+// --`policies_option`).
+PolicyOptions policy_options_from_args(const Args& args, const Model& model, const std::vector<std::string>& policies,
+                                       const std::string& policies_option);
+// --kv-budget in bytes (at least 1); 0 when absent.
+int64_t kv_budget_from_args(const Args& args);
+// A paged cache with the policy the options name, its pools sized by --kv-budget or, by default,
+// for `sequences` dense sequences of `tokens` tokens each (dense_cache_bytes).
 std::unique_ptr<PagedKVCache> make_cache_from_args(const Args& args, const Model& model, int64_t sequences,
                                                    int64_t tokens);
 // --kv-dtype as a scalar type.

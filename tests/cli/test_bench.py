@@ -153,10 +153,21 @@ class BenchReport(unittest.TestCase):
 class BenchUsage(unittest.TestCase):
     def test_usage_errors_exit_2_and_name_the_option(self):
         for args, words in [(("--kv-budget", "lots"), "--kv-budget"), (("--contexts", "0"), "--contexts"),
-                            (("--policies", "h2o"), "--target-cr"), (("--repeats", "0"), "--repeats")]:
+                            (("--policies", "h2o"), "--target-cr"), (("--repeats", "0"), "--repeats"),
+                            (("--policies", "dense", "--kv-budget", "1KiB"), "--kv-budget: kv budget: 1024 bytes hold no block"),
+                            (("--policies", "dense", "--force-evict", "0.5"), "--force-evict"),
+                            (("--kv-memory", "1GiB"), "--kv-memory")]:
             r = dms("bench", "--model", MODEL, *args)
             self.assertEqual(r.returncode, 2, f"{args}: {r.stderr}")
             self.assertIn(words, r.stderr, args)
+
+    def test_kv_budget_is_the_cache_size(self):
+        for command in ("bench", "generate"):
+            r = dms(command, "--help")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            lines = [line for line in r.stdout.splitlines() if line.startswith("  --kv-budget")]
+            self.assertEqual(len(lines), 1, f"{command}: {lines}")
+            self.assertIn("KV cache size", lines[0], command)
 
 
 if __name__ == "__main__":

@@ -235,7 +235,8 @@ class Cache(unittest.TestCase):
             (["--policy", "nonsense", "--budget", "8"], "--policy"),
             (["--policy", "dense", "--force-evict", "0.5"], "only meaningful with --policy dms"),
             (["--kv-dtype", "f8"], "--kv-dtype"),
-            (["--kv-memory", "lots"], "--kv-memory"),
+            (["--kv-budget", "lots"], "--kv-budget"),
+            (["--kv-budget", "1KiB"], "--kv-budget: 1.0 KiB holds no block"),
         ]
         for extra, message in cases:
             r = dms("generate", *extra, "hello")
@@ -243,7 +244,7 @@ class Cache(unittest.TestCase):
             self.assertIn(message, r.stderr, extra)
 
     def test_too_small_a_cache_ends_the_sequence_cleanly(self):
-        r = dms("generate", *DENSE, "--max-tokens", "64", "--kv-memory", "200KiB", "--block-size", "4",
+        r = dms("generate", *DENSE, "--max-tokens", "64", "--kv-budget", "200KiB", "--block-size", "4",
                 "Once upon a time")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("stopped: kv cache full", r.stderr)
