@@ -5,10 +5,12 @@
 // test_paged_cache.cpp), and dense keeps everything. Then each policy's choice against a
 // re-derivation in the test: StreamingLLM's sinks + recent set, TOVA's lowest weights of the
 // last query and H2O's heavy hitters, both from attention weights the test computes itself
-// with a plain softmax; DMS's forced flags are seeded per key, whatever the batching.
+// with a plain softmax; DMS's forced flags are seeded per key, whatever the batching. A toy
+// score through the BudgetPolicy base shows the base does the rest for any score.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -16,6 +18,7 @@
 #include <random>
 #include <set>
 
+#include "dms/cache/budget_policy.h"
 #include "paged_cache_reference.h"
 
 namespace dms::test {
@@ -129,6 +132,25 @@ class PolicyDriver {
   double worst_ = 0;
 };
 
+// A toy score through the BudgetPolicy base, which supplies the budget, the candidates and
+// the drop: the oldest keys stay, and the newest, which it protects. It counts how often the
+// base asks for scores.
+class OldestKeysPolicy : public BudgetPolicy {
+ public:
+  explicit OldestKeysPolicy(const Budget& budget, int64_t protect = 1) : BudgetPolicy("oldest", budget, protect) {}
+  int64_t score_calls() const { return calls_; }
+
+ protected:
+  void score(const HeadStep& step, const HeadDecision&, int64_t, std::vector<Candidate>& c) const override {
+    ++calls_;
+    const int64_t newest = step.first_pos + step.n_new - 1;
+    for (auto& k : c) k.score = k.pos == newest ? kProtected : -static_cast<double>(k.pos);
+  }
+
+ private:
+  mutable std::atomic<int64_t> calls_{0};
+};
+
 struct PolicyCase {
   std::string name;
   std::function<std::unique_ptr<EvictionPolicy>()> make;
@@ -176,6 +198,10 @@ std::vector<PolicyCase> policy_cases() {
        [](int64_t pos, int64_t seen) { return pos == seen - 1; }},
       {"tova (tokens)", [=] { return make_tova_policy({by_tokens}); }, limit(by_tokens),
        [](int64_t pos, int64_t seen) { return pos == seen - 1; }},
+      {"toy budget policy (ratio)", [=] { return std::make_unique<OldestKeysPolicy>(by_ratio); }, limit(by_ratio),
+       [=](int64_t pos, int64_t seen) { return pos == seen - 1 || pos < by_ratio.min_tokens - 1; }},
+      {"toy budget policy (tokens)", [=] { return std::make_unique<OldestKeysPolicy>(by_tokens); }, limit(by_tokens),
+       [=](int64_t pos, int64_t seen) { return pos == seen - 1 || pos < by_tokens.tokens - 1; }},
   };
 }
 
@@ -304,6 +330,36 @@ TEST(Policies, H2OKeepsTheRecentAndTheHeavyHitters) {
     }
   }
   EXPECT_GE(compared, 40) << "too many near-ties to check H2O's choice";
+}
+
+// The base scores only a head over its budget, keeps exactly the highest-scored keys and the
+// protected one, bounds what a step may leave for the cache's admission check, and validates the
+// budget against what the policy protects, naming it.
+TEST(Policies, BudgetPolicyBaseRunsAnyScore) {
+  const Budget budget = token_budget(10);
+  auto owned = std::make_unique<OldestKeysPolicy>(budget);
+  const OldestKeysPolicy& toy = *owned;
+  EXPECT_EQ(toy.name(), "oldest");
+  EXPECT_EQ(toy.max_live_after(HeadCache(4), 0, 6), 6);
+  EXPECT_EQ(toy.max_live_after(HeadCache(4), 0, 30), 10);
+  PolicyDriver d(attention_config(1, 2, 2, 16), 4, std::move(owned), 53);
+  const SequenceId id = d.add();
+  for (int64_t n : {4, 6}) ASSERT_LE(d.step({{id, n}}), kTolerance);
+  EXPECT_EQ(toy.score_calls(), 0) << "within budget: nothing to score";
+  for (int64_t n : {1, 17, 1, 1, 9, 1}) {
+    ASSERT_LE(d.step({{id, n}}), kTolerance);
+    const int64_t seen = d.cache().tokens_seen(id);
+    const std::vector<int32_t> expected{0, 1, 2, 3, 4, 5, 6, 7, 8, static_cast<int32_t>(seen - 1)};
+    for (int64_t g = 0; g < 2; ++g) EXPECT_EQ(d.cache().live_positions(id, 0, g), expected) << "seen " << seen;
+  }
+  EXPECT_EQ(toy.score_calls(), 6 * 2) << "once per step and head over budget";
+  try {
+    OldestKeysPolicy(token_budget(2), 3);
+    ADD_FAILURE() << "a budget below what the policy protects was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("oldest policy"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cannot hold the 3 tokens"), std::string::npos) << e.what();
+  }
 }
 
 // Forced DMS flags are drawn per key from the seed, so a sequence keeps the same keys however

@@ -1,33 +1,27 @@
 // StreamingLLM: the first `sinks` keys, which soak up attention, and the most recent ones.
-#include "dms/cache/budget_selection.h"
+#include "dms/cache/budget_policy.h"
 #include "dms/util/error.h"
 
 namespace dms {
 namespace {
 
-class StreamingPolicy : public EvictionPolicy {
+const StreamingPolicyOptions& checked(const StreamingPolicyOptions& o) {
+  if (o.sinks < 0) fail("streaming policy", "sink count must not be negative");
+  return o;
+}
+
+class StreamingPolicy : public BudgetPolicy {
  public:
-  explicit StreamingPolicy(const StreamingPolicyOptions& o) : o_(o) {
-    if (o.sinks < 0) fail("streaming policy", "sink count must not be negative");
-    o.budget.validate("streaming", o.sinks + 1);
-  }
+  explicit StreamingPolicy(const StreamingPolicyOptions& o)
+      : BudgetPolicy("streaming", checked(o).budget, o.sinks + 1), sinks_(o.sinks) {}
 
-  std::string name() const override { return "streaming"; }
-
-  void after_attention(const HeadStep& step, HeadDecision& d) const override {
-    const int64_t keep = o_.budget.limit(step.first_pos + step.n_new);
-    auto c = budget_candidates(step, d);
-    if (static_cast<int64_t>(c.size()) <= keep) return;
-    for (auto& k : c) k.score = k.pos < o_.sinks ? kProtected : static_cast<double>(k.pos);
-    drop_lowest(c, keep, step, d);
-  }
-
-  int64_t max_live_after(const HeadCache& head, int64_t first_pos, int64_t n_new) const override {
-    return std::min(head.live() + n_new, o_.budget.limit(first_pos + n_new));
+ protected:
+  void score(const HeadStep&, const HeadDecision&, int64_t, std::vector<Candidate>& c) const override {
+    for (auto& k : c) k.score = k.pos < sinks_ ? kProtected : static_cast<double>(k.pos);
   }
 
  private:
-  StreamingPolicyOptions o_;
+  int64_t sinks_;
 };
 
 }  // namespace
