@@ -127,14 +127,14 @@ void PagedKVCache::begin_step(const std::vector<StepSequence>& step) {
 }
 
 HeadStep PagedKVCache::head_step(const StepEntry& e, int64_t layer, int64_t g, const float* logits) const {
-  return HeadStep{e.seq->heads[layer * n_kv_ + g],
-                  e.seq->id,
-                  layer,
-                  g,
-                  e.seq->seen,
-                  e.n,
-                  logits ? logits + e.row0 * n_kv_ + g : nullptr,
-                  n_kv_};
+  return HeadStep{.head = e.seq->heads[layer * n_kv_ + g],
+                  .sequence = e.seq->id,
+                  .layer = layer,
+                  .kv_head = g,
+                  .first_pos = e.seq->seen,
+                  .n_new = e.n,
+                  .logits = logits ? logits + e.row0 * n_kv_ + g : nullptr,
+                  .logit_stride = n_kv_};
 }
 
 void PagedKVCache::check_attend_args(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -185,19 +185,19 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
         d.mass_sum.assign(h.live() + e.n, 0.0f);
         d.mass_last.assign(h.live() + e.n, 0.0f);
       }
-      items[i] = cpu::AttentionItem{g,
-                                    e.row0,
-                                    e.n,
-                                    e.seq->seen,
-                                    h.blocks().data(),
-                                    h.live(),
-                                    h.pos(),
-                                    h.evict_at(),
-                                    h.newest_slot(),
-                                    d.newest_evict_at,
-                                    d.step_evict_at.data(),
-                                    mass ? d.mass_sum.data() : nullptr,
-                                    mass ? d.mass_last.data() : nullptr};
+      items[i] = cpu::AttentionItem{.kv_head = g,
+                                    .row0 = e.row0,
+                                    .n_queries = e.n,
+                                    .first_pos = e.seq->seen,
+                                    .blocks = h.blocks().data(),
+                                    .n_cached = h.live(),
+                                    .pos = h.pos(),
+                                    .evict_at = h.evict_at(),
+                                    .patched_slot = h.newest_slot(),
+                                    .patched_evict_at = d.newest_evict_at,
+                                    .step_evict_at = d.step_evict_at.data(),
+                                    .mass_sum = mass ? d.mass_sum.data() : nullptr,
+                                    .mass_last = mass ? d.mass_last.data() : nullptr};
     }
   });
   const at::Tensor out = q.defined() ? cpu::paged_attention(q.to(at::kFloat).contiguous(), pools_[layer]->keys(),
