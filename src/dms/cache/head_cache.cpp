@@ -86,43 +86,59 @@ void HeadCache::compact(std::vector<int64_t>& holes, BlockPool& pool, const cpu:
   score_.resize(slots);
 }
 
-void HeadCache::commit(int64_t first_pos, int64_t n_new, const HeadDecision& d, BlockPool& pool,
-                       const cpu::PoolRows& rows, const uint8_t* step_k, const uint8_t* step_v, int64_t step_stride) {
-  const int32_t next_pos = static_cast<int32_t>(first_pos + n_new);
-  const int64_t live_before = live_;
-  if (newest_ >= 0 && d.newest_evict_at != evict_at_[newest_]) {
-    if (evict_at_[newest_] != kNever)
-      pending_.erase(pending_find(evict_at_[newest_], newest_));
-    else
-      ++flagged_;
-    evict_at_[newest_] = d.newest_evict_at;
-    if (d.newest_evict_at != kNever) pending_insert(d.newest_evict_at, newest_);
-  }
-  if (!d.mass_sum.empty())
-    for (int64_t s = 0; s < live_before; ++s) score_[s] += d.mass_sum[s];
+void HeadCache::redecide(int64_t slot, int32_t evict_at) {
+  if (evict_at == evict_at_[slot]) return;
+  withdraw_decision(slot);
+  evict_at_[slot] = evict_at;
+  if (evict_at != kNever) pending_insert(evict_at, slot);
+}
 
-  std::vector<int64_t> holes;
+void HeadCache::withdraw_decision(int64_t slot) {
+  if (evict_at_[slot] != kNever)
+    pending_.erase(pending_find(evict_at_[slot], slot));
+  else
+    ++flagged_;
+}
+
+void HeadCache::add_attention(const std::vector<float>& mass_sum) {
+  if (mass_sum.empty()) return;
+  for (int64_t s = 0; s < live_; ++s) score_[s] += mass_sum[s];
+}
+
+void HeadCache::free_expired(int32_t next_pos, std::vector<int64_t>& holes) {
   while (!pending_.empty() && pending_.front().first <= next_pos) {
     const int64_t slot = pending_.front().second;
     pending_.pop_front();
     free_slot(slot, holes);
   }
-  for (int32_t slot : d.drop_cached) {
+}
+
+void HeadCache::free_dropped(const std::vector<int32_t>& slots, std::vector<int64_t>& holes) {
+  for (int32_t slot : slots) {
     if (pos_[slot] == kFreeSlot) continue;  // left visibility anyway
-    if (evict_at_[slot] != kNever)
-      pending_.erase(pending_find(evict_at_[slot], slot));
-    else
-      ++flagged_;
+    withdraw_decision(slot);
     free_slot(slot, holes);
   }
-  std::sort(holes.begin(), holes.end());
+}
 
+void HeadCache::count_step_flags(int64_t n_new, const HeadDecision& d) {
+  for (int64_t t = 0; t < n_new; ++t) {
+    const bool flagged = !d.step_evict_at.empty() && d.step_evict_at[t] != kNever;
+    const bool dropped = !d.drop_step.empty() && d.drop_step[t];
+    if (flagged || dropped) ++flagged_;
+  }
+}
+
+void HeadCache::store_step(int64_t first_pos, int64_t n_new, const HeadDecision& d, std::vector<int64_t>& holes,
+                           BlockPool& pool, const cpu::PoolRows& rows, const uint8_t* step_k, const uint8_t* step_v,
+                           int64_t step_stride) {
+  const int32_t next_pos = static_cast<int32_t>(first_pos + n_new);
+  const int64_t live_before = live_;  // freed slots stay counted until compact: d's mass indexing
   size_t used_holes = 0;
+  int64_t last_slot = -1;
   for (int64_t t = 0; t < n_new; ++t) {
     const int32_t evict_at = d.step_evict_at.empty() ? kNever : d.step_evict_at[t];
     const bool dropped = !d.drop_step.empty() && d.drop_step[t];
-    if (evict_at != kNever || dropped) ++flagged_;
-    if (t == n_new - 1) newest_ = -1;
     if (dropped || evict_at <= next_pos) continue;  // no query from next_pos on sees it: never stored
     const int64_t slot = used_holes < holes.size() ? holes[used_holes++] : take_slot(pool);
     rows.write(cpu::pool_row(blocks_.data(), slot, block_size_), step_k + t * step_stride, step_v + t * step_stride);
@@ -130,9 +146,22 @@ void HeadCache::commit(int64_t first_pos, int64_t n_new, const HeadDecision& d, 
     evict_at_[slot] = evict_at;
     score_[slot] = d.mass_sum.empty() ? 0.0f : d.mass_sum[live_before + t];
     if (evict_at != kNever) pending_insert(evict_at, slot);
-    if (t == n_new - 1) newest_ = slot;
+    if (t == n_new - 1) last_slot = slot;
   }
+  if (n_new > 0) newest_ = last_slot;
   holes.erase(holes.begin(), holes.begin() + static_cast<int64_t>(used_holes));
+}
+
+void HeadCache::commit(int64_t first_pos, int64_t n_new, const HeadDecision& d, BlockPool& pool,
+                       const cpu::PoolRows& rows, const uint8_t* step_k, const uint8_t* step_v, int64_t step_stride) {
+  if (newest_ >= 0) redecide(newest_, d.newest_evict_at);
+  add_attention(d.mass_sum);
+  std::vector<int64_t> holes;
+  free_expired(static_cast<int32_t>(first_pos + n_new), holes);
+  free_dropped(d.drop_cached, holes);
+  std::sort(holes.begin(), holes.end());
+  count_step_flags(n_new, d);
+  store_step(first_pos, n_new, d, holes, pool, rows, step_k, step_v, step_stride);
   compact(holes, pool, rows);
 }
 

@@ -63,6 +63,25 @@ class HeadCache {
   void release(BlockPool& pool);
 
  private:
+  // The steps of commit, in order.
+  // Gives a stored key a new evict_at (DMS decides the newest key one step late).
+  void redecide(int64_t slot, int32_t evict_at);
+  // H2O's score: the attention the cached keys received in this step.
+  void add_attention(const std::vector<float>& mass_sum);
+  // Frees the flagged keys no query from next_pos on sees, then those the policy dropped.
+  void free_expired(int32_t next_pos, std::vector<int64_t>& holes);
+  void free_dropped(const std::vector<int32_t>& slots, std::vector<int64_t>& holes);
+  // Counts the step's keys that were flagged or dropped, stored or not.
+  void count_step_flags(int64_t n_new, const HeadDecision& d);
+  // Writes the step's surviving keys into the lowest holes first, then new slots; leaves the
+  // unused holes in `holes` and the step's last key, if stored, as the newest.
+  void store_step(int64_t first_pos, int64_t n_new, const HeadDecision& d, std::vector<int64_t>& holes,
+                  BlockPool& pool, const cpu::PoolRows& rows, const uint8_t* step_k, const uint8_t* step_v,
+                  int64_t step_stride);
+  // Before a stored key's decision changes or its slot is freed: takes it out of pending_ if it
+  // was flagged, else counts it as flagged (each key is counted once, when first flagged).
+  void withdraw_decision(int64_t slot);
+
   int64_t take_slot(BlockPool& pool);
   void free_slot(int64_t slot, std::vector<int64_t>& holes);
   void move_slot(int64_t from, int64_t to, const cpu::PoolRows& rows);
