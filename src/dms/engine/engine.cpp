@@ -32,6 +32,14 @@ double seconds_between(std::chrono::steady_clock::time_point a, std::chrono::ste
   return std::chrono::duration<double>(b - a).count();
 }
 
+// The step's rows: decoding sequences first, then prefill chunks, each in admission order.
+template <class Shares, class F>
+void for_each_in_row_order(const Shares& shares, F&& f) {
+  for (bool decoding : {true, false})
+    for (const auto& s : shares)
+      if ((s.request->pending() == 1) == decoding) f(s);
+}
+
 }  // namespace
 
 Engine::Engine(const Model& model, PagedKVCache& cache, EngineOptions options)
@@ -109,53 +117,79 @@ void Engine::preempt(Request& r) {
 // the token budget; then, while the pools cannot hold the step, the most recently admitted
 // sequence gives way.
 std::vector<Engine::Request*> Engine::schedule(std::vector<StepSequence>& step, std::vector<int32_t>& ids) {
+  admit_waiting();
+  std::vector<Share> shares;
+  share_token_budget(shares);
+  fit_in_memory(shares, step);
+  std::vector<Request*> scheduled;
+  ids.clear();
+  for_each_in_row_order(shares, [&](const Share& s) {
+    Request* r = s.request;
+    scheduled.push_back(r);
+    ids.insert(ids.end(), r->tokens.begin() + r->fed, r->tokens.begin() + r->fed + s.n);
+  });
+  return scheduled;
+}
+
+void Engine::admit_waiting() {
   while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < options_.max_running) {
     Request* r = waiting_.front();
     waiting_.erase(waiting_.begin());
     r->seq = cache_.add_sequence();
     running_.push_back(r);
   }
-  std::vector<std::pair<Request*, int64_t>> chosen;
-  int64_t budget = options_.max_step_tokens;
-  for (bool decoding : {true, false})
-    for (Request* r : running_) {
-      if ((r->pending() == 1) != decoding || budget == 0) continue;
-      const int64_t n = std::min(r->pending(), budget);
-      chosen.push_back({r, n});
-      budget -= n;
+}
+
+// In admission order, so the latest admitted is the last: one token for each decoding sequence
+// while the budget lasts, then what is left for prefill chunks.
+void Engine::share_token_budget(std::vector<Share>& shares) const {
+  const int64_t decoding = std::count_if(running_.begin(), running_.end(), [](Request* r) { return r->pending() == 1; });
+  int64_t decoders_left = std::min(decoding, options_.max_step_tokens);
+  int64_t prefill_budget = options_.max_step_tokens - decoders_left;
+  shares.clear();
+  for (Request* r : running_) {
+    if (r->pending() == 1) {
+      if (decoders_left == 0) continue;
+      --decoders_left;
+      shares.push_back({r, 1});
+    } else if (prefill_budget > 0) {
+      const int64_t n = std::min(r->pending(), prefill_budget);
+      shares.push_back({r, n});
+      prefill_budget -= n;
     }
-  auto as_step = [&] {
-    step.clear();
-    for (auto [r, n] : chosen) step.push_back({r->seq, n});
-  };
-  as_step();
-  while (!chosen.empty() && cache_.blocks_short(step) > 0) {
-    auto latest = std::max_element(chosen.begin(), chosen.end(), [&](const auto& a, const auto& b) {
-      return std::find(running_.begin(), running_.end(), a.first) < std::find(running_.begin(), running_.end(), b.first);
-    });
-    Request* r = latest->first;
-    if (chosen.size() == 1) {
-      // Alone and still too big: others that hold blocks make room, else it cannot go on.
-      auto other = std::find_if(running_.rbegin(), running_.rend(), [&](Request* o) { return o != r; });
-      if (other != running_.rend()) {
-        preempt(**other);
-      } else {
-        chosen.clear();
-        finish(*r, "kv cache full");
-      }
-    } else {
-      chosen.erase(latest);
-      if (r->pending() == 1) preempt(*r);  // a decoder that cannot step would only hold memory
-    }
-    as_step();
   }
-  std::vector<Request*> scheduled;
-  ids.clear();
-  for (auto [r, n] : chosen) {
-    scheduled.push_back(r);
-    ids.insert(ids.end(), r->tokens.begin() + r->fed, r->tokens.begin() + r->fed + n);
+}
+
+void Engine::fit_in_memory(std::vector<Share>& shares, std::vector<StepSequence>& step) {
+  fill_step(shares, step);
+  while (!shares.empty() && cache_.blocks_short(step) > 0) {
+    give_way(shares);
+    fill_step(shares, step);
   }
-  return scheduled;
+}
+
+// The latest admitted of the step leaves it; a decoder that cannot step would only hold
+// memory, so it leaves the cache too. Alone and still too big: others that hold blocks make
+// room, else it cannot go on.
+void Engine::give_way(std::vector<Share>& shares) {
+  Request& latest = *shares.back().request;
+  if (shares.size() > 1) {
+    shares.pop_back();
+    if (latest.pending() == 1) preempt(latest);
+    return;
+  }
+  auto other = std::find_if(running_.rbegin(), running_.rend(), [&](Request* o) { return o != &latest; });
+  if (other != running_.rend()) {
+    preempt(**other);
+  } else {
+    shares.clear();
+    finish(latest, "kv cache full");
+  }
+}
+
+void Engine::fill_step(const std::vector<Share>& shares, std::vector<StepSequence>& step) const {
+  step.clear();
+  for_each_in_row_order(shares, [&](const Share& s) { step.push_back({s.request->seq, s.n}); });
 }
 
 void Engine::step() {

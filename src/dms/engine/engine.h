@@ -89,8 +89,22 @@ class Engine {
   struct Request;
   using Clock = std::chrono::steady_clock;
 
+  // A running request's tokens in the next step.
+  struct Share {
+    Request* request;
+    int64_t n;
+  };
+
   Request& get(int64_t id) const;
+  // The next step: its sequences (the forward's row order), their tokens, and the requests in
+  // the same order.
   std::vector<Request*> schedule(std::vector<StepSequence>& step, std::vector<int32_t>& ids);
+  // The steps of schedule, in order.
+  void admit_waiting();
+  void share_token_budget(std::vector<Share>& shares) const;
+  void fit_in_memory(std::vector<Share>& shares, std::vector<StepSequence>& step);
+  void give_way(std::vector<Share>& shares);
+  void fill_step(const std::vector<Share>& shares, std::vector<StepSequence>& step) const;
   void preempt(Request& r);
   void sample(Request& r, const at::Tensor& logits);
   void finish(Request& r, const std::string& reason);
