@@ -136,6 +136,9 @@ std::string policy_from_args(const Args& args, const Model& model) {
 PolicyOptions policy_options_from_args(const Args& args, const Model& model, const std::vector<std::string>& policies,
                                        const std::string& policies_option) {
   const ModelConfig& c = model.info.config;
+  for (const auto& name : policies)  // before the checks below judge the other options by it
+    if (std::find(policy_names().begin(), policy_names().end(), name) == policy_names().end())
+      throw UsageError("--" + policies_option + ": unknown eviction policy '" + name + "' (" + joined(policy_names()) + ")");
   const bool dms = std::find(policies.begin(), policies.end(), "dms") != policies.end();
   const bool budgeted = std::any_of(policies.begin(), policies.end(), is_budget_policy);
   PolicyOptions po;
