@@ -3,11 +3,13 @@
 // an op mixing them with a CPU tensor throws, so a tensor the forward (or the training
 // attention, or the decision noise) creates on the CPU by mistake fails the test. With a GPU,
 // the Trainer on CUDA is compared with the Trainer on the CPU step by step.
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 #include <torch/library.h>
 
 #include <stdexcept>
 
+#include "dms/model/cuda_loader.h"
 #include "dms/model/device.h"
 #include "dms/model/dms_adapter.h"
 #include "dms/train/decision_noise.h"
@@ -60,6 +62,14 @@ TORCH_LIBRARY_IMPL(aten, Meta, m) {
 namespace dms::test {
 namespace {
 
+// CUDA is loaded before the first test: the binary links libtorch's CPU half only, and libtorch
+// must not be asked about CUDA, nor run a backward pass, before the module is loaded
+// (dms/model/cuda_loader.h), whichever tests run first.
+struct LoadCuda : ::testing::Environment {
+  void SetUp() override { load_cuda(); }
+};
+const auto* const load_cuda_first = ::testing::AddGlobalTestEnvironment(new LoadCuda);
+
 TEST(Device, ParsesCpuCudaAndCudaN) {
   EXPECT_EQ(parse_device("cpu", "--device"), at::Device(at::kCPU));
   const at::Device cuda = parse_device("cuda", "--device");
@@ -74,9 +84,12 @@ TEST(Device, ParsesCpuCudaAndCudaN) {
 
 TEST(Device, ACudaDeviceThisMachineLacksIsAnError) {
   EXPECT_NO_THROW(require_device(at::kCPU, "--device"));
-  if (!at::hasCUDA()) {
+  if (!cuda_available()) {
+    // CUDA loaded but no device here, or CUDA could not be loaded (the loader says why).
+    const std::string why = load_cuda().empty() ? "no GPU or driver on this machine, or a torch build without CUDA"
+                                                : load_cuda();
     EXPECT_EQ(error_of([] { require_device(at::Device(at::kCUDA, 0), "--device"); }),
-              "--device: no CUDA device is available (no GPU or driver on this machine, or a torch build without CUDA)");
+              "--device: no CUDA device is available (" + why + ")");
     TinyModelSpec spec;
     const Transformer model = tiny_model(spec, at::kFloat);
     TrainerOptions o;
@@ -89,6 +102,19 @@ TEST(Device, ACudaDeviceThisMachineLacksIsAnError) {
   EXPECT_NO_THROW(require_device(at::Device(at::kCUDA, count - 1), "--device"));
   EXPECT_EQ(error_of([&] { require_device(at::Device(at::kCUDA, count), "--device"); }),
             "--device: there is no CUDA device " + std::to_string(count) + "; this machine has " + std::to_string(count));
+}
+
+// Where the build has the CUDA module (a CUDA torch wheel), loading it registers libtorch's CUDA
+// backend even without a GPU: libtorch has the CUDA runtime, which only libtorch_cuda brings.
+TEST(Device, LoadingCudaRegistersLibtorchsCudaBackend) {
+  EXPECT_EQ(load_cuda(), load_cuda());  // loaded once; the same answer every time
+#ifdef DMS_CUDA_MODULE
+  ASSERT_EQ(load_cuda(), "");
+  EXPECT_TRUE(at::detail::getCUDAHooks().hasCUDART());
+#else
+  EXPECT_EQ(load_cuda(), "this dms was built with a torch without CUDA");
+  EXPECT_FALSE(cuda_available());
+#endif
 }
 
 TEST(WeightsOn, MovesEveryTensorAndKeepsATiedHeadTied) {
@@ -107,7 +133,7 @@ TEST(WeightsOn, MovesEveryTensorAndKeepsATiedHeadTied) {
       EXPECT_EQ(to[i].tensor->sizes(), from[i].tensor->sizes()) << to[i].name;
       EXPECT_EQ(to[i].tensor->scalar_type(), from[i].tensor->scalar_type()) << to[i].name;
     }
-    EXPECT_TRUE(moved.lm_head.is_meta());
+    EXPECT_TRUE(moved.lm_head.tensor.is_meta());
     EXPECT_EQ(moved.lm_head.is_same(moved.embed), tied);
     EXPECT_TRUE(moved.rope_freq_factors.is_meta());
     // On the device they are already on, the tensors are not copied.
@@ -151,7 +177,7 @@ TEST(TrainingForward, RunsWithEveryTensorOnAnotherDevice) {
 // With a GPU: the Trainer on CUDA takes the CPU Trainer's steps (fp32; the noise is drawn on the
 // CPU either way), and what it saves is on the host.
 TEST(TrainerOnCuda, TakesTheCpuTrainersSteps) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device on this machine";
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device on this machine";
   const TinyModelSpec spec{.arch = Arch::Qwen3, .qk_norm = true};
   const Transformer model = tiny_model(spec, at::kFloat);
   TrainerOptions o;

@@ -22,6 +22,7 @@
 #include <string>
 #include <thread>
 
+#include "dms/model/cuda_loader.h"
 #include "dms/train/distributed.h"
 #include "dms/train/trainer.h"
 #include "dms/util/error.h"
@@ -178,20 +179,20 @@ TEST(DataParallel, NcclNeedsACudaDeviceThisMachineHas) {
   std::vector<std::string> not_cuda(2), missing(2);
   on_ranks(2, [&](DataParallel& dp) {
     not_cuda[dp.rank()] = error_of([&] { dp.use_nccl(at::kCPU); });
-    if (!at::hasCUDA()) missing[dp.rank()] = error_of([&] { dp.use_nccl(at::Device(at::kCUDA, dp.rank())); });
+    if (!cuda_available()) missing[dp.rank()] = error_of([&] { dp.use_nccl(at::Device(at::kCUDA, dp.rank())); });
     // The group still works through Gloo.
     EXPECT_EQ(dp.mean({1.0 + dp.rank()}), std::vector<double>{1.5});
   });
   for (int r = 0; r < 2; ++r) {
     EXPECT_NE(not_cuda[r].find("NCCL needs a CUDA device with an index, not cpu"), std::string::npos) << not_cuda[r];
-    if (!at::hasCUDA()) EXPECT_NE(missing[r].find("no CUDA device is available"), std::string::npos) << missing[r];
+    if (!cuda_available()) EXPECT_NE(missing[r].find("no CUDA device is available"), std::string::npos) << missing[r];
   }
 }
 
 // With two GPUs: ranks on cuda:0 and cuda:1 average and broadcast through NCCL, tensors
 // staying on their GPUs, with the results Gloo gives on the CPU.
 TEST(DataParallelNccl, AveragesAndBroadcastsOnTheGpus) {
-  if (!at::hasCUDA() || at::getNumGPUs() < 2) GTEST_SKIP() << "needs two CUDA devices";
+  if (!cuda_available() || at::getNumGPUs() < 2) GTEST_SKIP() << "needs two CUDA devices";
   const int world = 2;
   const std::vector<std::vector<int64_t>> shapes{{5, 7}, {1000}, {3}};
   const std::vector<at::ScalarType> dtypes{at::kFloat, at::kFloat, at::kDouble};
