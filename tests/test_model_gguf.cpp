@@ -6,6 +6,10 @@
 // Tolerance: max |ours - transformers| <= 1e-4 * max(1, max |logit|). Both run fp32 over the
 // same dequantized weights; 30 layers of summation-order differences measured 1.5e-6 of the
 // largest logit, while a wrong dequantization block or q/k permutation moves logits by units.
+//
+// Every comparison runs twice: with the weights dequantized at load (WeightStorage::Float, as
+// training loads them) and as stored (ggml blocks read in place by kernels/cpu/quant_matmul,
+// which dequantize in registers and keep the activations in fp32), as dms generate runs them.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -27,16 +31,24 @@ std::string default_model_path() {
   return p;
 }
 
-// Loaded once for the whole suite: dequantizing 135M parameters takes a few seconds.
-const Transformer& default_model() {
-  static const Transformer model = [] {
-    auto gguf = GgufFile::open(default_model_path());
-    ModelConfig config = ModelConfig::from_gguf(*gguf);
-    Weights weights = load_gguf_weights(gguf, config, at::kFloat);
-    return Transformer(std::move(config), std::move(weights));
-  }();
-  return model;
+Transformer load_default(WeightStorage storage) {
+  auto gguf = GgufFile::open(default_model_path());
+  ModelConfig config = ModelConfig::from_gguf(*gguf);
+  Weights weights = load_gguf_weights(gguf, config, at::kFloat, storage);
+  return Transformer(std::move(config), std::move(weights));
 }
+
+// Each loaded once for the whole suite: dequantizing 135M parameters takes a few seconds.
+const Transformer& default_model(WeightStorage storage) {
+  static const Transformer as_float = load_default(WeightStorage::Float);
+  static const Transformer as_stored = load_default(WeightStorage::AsStored);
+  return storage == WeightStorage::Float ? as_float : as_stored;
+}
+
+class DefaultGgufForward : public ::testing::TestWithParam<WeightStorage> {
+ protected:
+  const Transformer& model() const { return default_model(GetParam()); }
+};
 
 TEST(DefaultGguf, ConfigMatchesMetadataAndTransformers) {
   const auto gguf = GgufFile::open(default_model_path());
@@ -69,36 +81,52 @@ TEST(DefaultGguf, ConfigMatchesMetadataAndTransformers) {
   EXPECT_EQ(c.qk_norm, hf["qk_norm"].get<bool>());
 }
 
-TEST(DefaultGguf, ParameterCountMatchesTransformers) {
+TEST_P(DefaultGgufForward, ParameterCountMatchesTransformers) {
   const auto facts = read_json("default_gguf.ref.json");
-  EXPECT_EQ(parameter_count(default_model().weights()), facts["parameter_count"].get<int64_t>());
+  EXPECT_EQ(parameter_count(model().weights()), facts["parameter_count"].get<int64_t>());
 }
 
-TEST(DefaultGguf, LogitsMatchTransformers) {
+// As stored, every matrix stays in the file's blocks: the weights held are the file's bytes, not
+// a copy four to eight times their size.
+TEST(DefaultGguf, AsStoredHoldsTheFilesBlocks) {
+  const Weights& w = default_model(WeightStorage::AsStored).weights();
+  ASSERT_TRUE(w.embed.quantized());
+  EXPECT_TRUE(w.lm_head.is_same(w.embed));
+  for (const LayerWeights& l : w.layers)
+    for (const LinearWeight* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
+      ASSERT_TRUE(m->quantized());
+      EXPECT_EQ(m->nbytes(), m->rows() * static_cast<int64_t>(ggml_row_bytes(m->stored, m->cols)));
+    }
+  int64_t stored = 0;
+  for (const auto& t : GgufFile::open(default_model_path())->tensors()) stored += static_cast<int64_t>(t.nbytes);
+  EXPECT_EQ(weight_bytes(w), stored);
+}
+
+TEST_P(DefaultGgufForward, LogitsMatchTransformers) {
   const Reference r("default_gguf.ref.safetensors");
   const auto prompts = read_json("default_gguf.ref.json")["prompts"];
   ASSERT_GE(prompts.size(), 3u);
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto prompt = r.ids("prompt." + std::to_string(i));
-    expect_logits_near(prompt_logits(default_model(), prompt), r.tensor("logits." + std::to_string(i)), kGgufRel,
+    expect_logits_near(prompt_logits(model(), prompt), r.tensor("logits." + std::to_string(i)), kGgufRel,
                        "prompt " + prompts[i].dump());
   }
 }
 
 // The chat prompt as a prefill of most of it followed by single-token decode steps.
-TEST(DefaultGguf, PrefillThenDecodeMatchesTransformers) {
+TEST_P(DefaultGgufForward, PrefillThenDecodeMatchesTransformers) {
   const Reference r("default_gguf.ref.safetensors");
   const auto prompt = r.ids("prompt.1");
   ASSERT_GT(prompt.size(), 8u);
-  DenseKVCache cache(default_model().config(), default_model().dtype());
+  DenseKVCache cache(model().config(), model().dtype());
   std::vector<at::Tensor> pieces;
   const size_t split = prompt.size() - 6;
-  pieces.push_back(run_step(default_model(), cache, {prompt.begin(), prompt.begin() + split}));
-  for (size_t t = split; t < prompt.size(); ++t) pieces.push_back(run_step(default_model(), cache, {prompt[t]}));
+  pieces.push_back(run_step(model(), cache, {prompt.begin(), prompt.begin() + split}));
+  for (size_t t = split; t < prompt.size(); ++t) pieces.push_back(run_step(model(), cache, {prompt[t]}));
   expect_logits_near(at::cat(pieces, 0), r.tensor("logits.1"), kGgufRel, "chat prompt, prefill + 6 decode steps");
 }
 
-TEST(DefaultGguf, GreedyGenerationMatchesTransformers) {
+TEST_P(DefaultGgufForward, GreedyGenerationMatchesTransformers) {
   const Reference r("default_gguf.ref.safetensors");
   const auto gen_prompts = read_json("default_gguf.ref.json")["gen_prompts"];
   ASSERT_GE(gen_prompts.size(), 2u);
@@ -106,10 +134,13 @@ TEST(DefaultGguf, GreedyGenerationMatchesTransformers) {
   for (size_t i = 0; i < gen_prompts.size(); ++i) {
     const std::string key = "gen." + std::to_string(i) + ".";
     const auto expected = r.ids(key + "tokens");
-    const auto ours = greedy(default_model(), r.ids(key + "prompt"), static_cast<int64_t>(expected.size()));
+    const auto ours = greedy(model(), r.ids(key + "prompt"), static_cast<int64_t>(expected.size()));
     expect_same_greedy(ours, expected, r.tensor(key + "gap"), tie_gap, "continuation of " + gen_prompts[i].dump());
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Storage, DefaultGgufForward, ::testing::Values(WeightStorage::Float, WeightStorage::AsStored),
+                         [](const auto& info) { return info.param == WeightStorage::Float ? "Float" : "AsStored"; });
 
 }  // namespace
 }  // namespace dms::test

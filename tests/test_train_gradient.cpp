@@ -74,7 +74,7 @@ class ReferenceLoss {
     TrainingAttention attn(batch_, {.window = c.dms.window, .tau = options_.tau, .per_layer = c.dms.per_layer}, &noise);
     const Transformer student(c, w);
     const at::Tensor hidden = student.forward(batch_.tokens, batch_.positions, attn);
-    const double distill = distillation_loss(at::linear(hidden, w.lm_head), teacher_, batch_.counted).item<double>();
+    const double distill = distillation_loss(at::linear(hidden, w.lm_head.tensor), teacher_, batch_.counted).item<double>();
     const auto mask = batch_.counted.to(at::kDouble).unsqueeze(1);
     double flagged = 0;
     for (size_t l = 0; l < attn.decisions().size(); ++l) {

@@ -76,7 +76,7 @@ CheckpointInfo inspect_checkpoint(const std::string& path) {
 
 void apply_dms_options(const DmsLoadOptions& options, const std::string& path, ModelConfig& config, Weights& weights) {
   if (!options.adapter_path.empty()) {
-    const at::ScalarType dtype = weights.embed.scalar_type();
+    const at::ScalarType dtype = weights.dtype();
     apply_dms_adapter(load_dms_adapter(options.adapter_path, config, dtype), config, weights);
   }
   options.overrides.apply(config.dms, "DMS options");
@@ -85,7 +85,7 @@ void apply_dms_options(const DmsLoadOptions& options, const std::string& path, M
                "have; pass an adapter file");
 }
 
-Model load_model(const std::string& path, at::ScalarType dtype, const DmsLoadOptions& dms) {
+Model load_model(const std::string& path, at::ScalarType dtype, const DmsLoadOptions& dms, WeightStorage storage) {
   Model m;
   m.info.path = path;
   m.info.format = detect_format(path);
@@ -94,7 +94,7 @@ Model load_model(const std::string& path, at::ScalarType dtype, const DmsLoadOpt
     std::shared_ptr<const GgufFile> g = GgufFile::open(path);
     m.info.config = ModelConfig::from_gguf(*g);
     m.tokenizer = Tokenizer::from_gguf(*g);
-    weights = load_gguf_weights(g, m.info.config, dtype);
+    weights = load_gguf_weights(g, m.info.config, dtype, storage);
   } else {
     m.info.config = ModelConfig::from_hf_dir(path);
     m.tokenizer = Tokenizer::from_hf_dir(path);
@@ -105,6 +105,7 @@ Model load_model(const std::string& path, at::ScalarType dtype, const DmsLoadOpt
                    std::to_string(m.info.config.vocab_size));
   apply_dms_options(dms, path, m.info.config, weights);
   m.info.n_params = parameter_count(weights);
+  m.info.weight_bytes = weight_bytes(weights);
   m.chat_template = ChatTemplate::from_source(m.tokenizer->chat_template_source(), *m.tokenizer);
   m.transformer = std::make_unique<Transformer>(m.info.config, std::move(weights));
   return m;

@@ -24,6 +24,7 @@ struct CheckpointInfo {
   int64_t n_params = 0;                        // elements of every stored tensor
   std::map<std::string, int64_t> tensor_types; // stored type name -> tensor count
   int64_t file_bytes = 0;
+  int64_t weight_bytes = 0;                    // held by the loaded weights (0 until loaded)
 };
 
 struct Model {
@@ -50,7 +51,9 @@ struct DmsLoadOptions {
 void apply_dms_options(const DmsLoadOptions& options, const std::string& path, ModelConfig& config, Weights& weights);
 
 // Loads weights in `dtype` (at::kFloat or at::kBFloat16) plus tokenizer and chat template, and
-// applies `dms`.
-Model load_model(const std::string& path, at::ScalarType dtype, const DmsLoadOptions& dms = {});
+// applies `dms`. A GGUF file's quantized and 16-bit matrices stay as stored unless `storage` is
+// Float (training).
+Model load_model(const std::string& path, at::ScalarType dtype, const DmsLoadOptions& dms = {},
+                 WeightStorage storage = WeightStorage::AsStored);
 
 }  // namespace dms

@@ -43,8 +43,8 @@ at::ScalarType compute_type(const at::Tensor& x) { return at::promote_types(x.sc
 
 Transformer::Transformer(ModelConfig config, Weights weights)
     : config_(std::move(config)), weights_(std::move(weights)) {
-  const auto on = weights_.embed.options();  // the weights' device
-  inv_freq_ = rope_inv_freq(config_, weights_.rope_freq_factors).to(on.dtype(compute_type(weights_.embed)));
+  const auto on = weights_.final_norm.options();  // the weights' device and compute dtype
+  inv_freq_ = rope_inv_freq(config_, weights_.rope_freq_factors).to(on.dtype(compute_type(weights_.final_norm)));
   const auto& c = config_;
   if (c.dms.mode == DmsMode::Adapter)
     for (size_t i = 0; i < weights_.layers.size(); ++i)
@@ -84,13 +84,13 @@ at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& posi
   auto emb = at::cat({freqs, freqs}, -1).unsqueeze(1);                          // [T, 1, D]
   auto cos = emb.cos(), sin = emb.sin();
 
-  auto x = at::embedding(weights_.embed, tokens);  // [T, H]
+  auto x = embedding(weights_.embed, tokens, weights_.dtype());  // [T, H]
   for (int64_t i = 0; i < c.n_layers; ++i) {
     const LayerWeights& l = weights_.layers[i];
     auto h = rms_norm(x, l.attn_norm);
-    auto q = at::linear(h, l.wq, l.bq).view({T, c.n_heads, D});
-    auto k = at::linear(h, l.wk, l.bk).view({T, c.n_kv_heads, D});
-    auto v = at::linear(h, l.wv, l.bv).view({T, c.n_kv_heads, D});
+    auto q = linear(h, l.wq, l.bq).view({T, c.n_heads, D});
+    auto k = linear(h, l.wk, l.bk).view({T, c.n_kv_heads, D});
+    auto v = linear(h, l.wv, l.bv).view({T, c.n_kv_heads, D});
     if (c.qk_norm) {
       q = rms_norm(q, l.q_norm);
       k = rms_norm(k, l.k_norm);
@@ -109,18 +109,18 @@ at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& posi
     }
     k = rotate(k, cos, sin);
     auto o = attn.attend(i, q, k, v, c.dms.decides() ? evict_logits : at::Tensor()).reshape({T, c.n_heads * D});
-    x = x + at::linear(o, l.wo, l.bo);
+    x = x + linear(o, l.wo, l.bo);
 
     h = rms_norm(x, l.mlp_norm);
-    auto gate = at::linear(h, l.w_gate, l.b_gate);
-    auto up = at::linear(h, l.w_up, l.b_up);
-    x = x + at::linear(at::silu(gate) * up, l.w_down, l.b_down);
+    auto gate = linear(h, l.w_gate, l.b_gate);
+    auto up = linear(h, l.w_up, l.b_up);
+    x = x + linear(at::silu(gate) * up, l.w_down, l.b_down);
   }
   return rms_norm(x, weights_.final_norm);
 }
 
 at::Tensor Transformer::logits(const at::Tensor& hidden) const {
-  return at::linear(hidden, weights_.lm_head).to(compute_type(hidden));
+  return linear(hidden, weights_.lm_head).to(compute_type(hidden));
 }
 
 }  // namespace dms

@@ -23,7 +23,7 @@ class Transformer {
 
   const ModelConfig& config() const { return config_; }
   const Weights& weights() const { return weights_; }
-  at::ScalarType dtype() const { return weights_.embed.scalar_type(); }
+  at::ScalarType dtype() const { return weights_.dtype(); }
 
  private:
   at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w) const;

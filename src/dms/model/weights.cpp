@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <type_traits>
 
 #include "dms/format/gguf.h"
 #include "dms/format/safetensors.h"
@@ -37,6 +38,10 @@ class TensorSource {
   virtual bool has(const std::string& name) const = 0;
   virtual std::vector<int64_t> shape(const std::string& name) const = 0;
   virtual at::Tensor get(const std::string& name, at::ScalarType dtype) const = 0;
+  // A matrix [rows, cols]: as stored where the source keeps it so, else get(name, dtype).
+  virtual LinearWeight matrix(const std::string& name, at::ScalarType dtype, WeightStorage) const {
+    return get(name, dtype);
+  }
 };
 
 class SafetensorsSource : public TensorSource {
@@ -97,11 +102,18 @@ class GgufSource : public TensorSource {
         out = f.to(dtype);
       }
     }
-    if (c_.arch == Arch::Llama) {
-      if (name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias")) out = unpermute(out, c_.n_heads);
-      if (name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias")) out = unpermute(out, c_.n_kv_heads);
-    }
-    return out;
+    return unpermuted(name, out);
+  }
+  // Quantized and 16-bit matrices stay in the file as rows of bytes; the Llama q/k row
+  // permutation moves whole rows, so those few are copied in Hugging Face order.
+  LinearWeight matrix(const std::string& name, at::ScalarType dtype, WeightStorage storage) const override {
+    const GgufTensorInfo& t = *info(name);
+    if (storage == WeightStorage::Float || t.type == GgmlType::F32 || !cpu::quant_matmul_supports(t.type))
+      return get(name, dtype);
+    const int64_t rows = t.shape[0], cols = t.shape[1];
+    const auto row_bytes = static_cast<int64_t>(ggml_row_bytes(t.type, cols));
+    auto bytes = at::from_blob(const_cast<uint8_t*>(t.data), {rows, row_bytes}, at::kByte);
+    return LinearWeight::quantized_rows(unpermuted(name, bytes), t.type, cols);
   }
 
  private:
@@ -112,6 +124,13 @@ class GgufSource : public TensorSource {
     std::vector<int64_t> split = {heads, shape[0] / heads / 2, 2};
     split.insert(split.end(), shape.begin() + 1, shape.end());
     return w.reshape(split).transpose(1, 2).reshape(shape).contiguous();
+  }
+
+  at::Tensor unpermuted(const std::string& name, const at::Tensor& t) const {
+    if (c_.arch != Arch::Llama) return t;
+    if (name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias")) return unpermute(t, c_.n_heads);
+    if (name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias")) return unpermute(t, c_.n_kv_heads);
+    return t;
   }
 
   const GgufTensorInfo* info(const std::string& name) const { return g_->find_tensor(gguf_name(name)); }
@@ -147,30 +166,37 @@ class GgufSource : public TensorSource {
   const ModelConfig& c_;
 };
 
-Weights load(const TensorSource& src, const ModelConfig& c, at::ScalarType dtype) {
+Weights load(const TensorSource& src, const ModelConfig& c, at::ScalarType dtype, WeightStorage storage) {
   if (dtype != at::kFloat && dtype != at::kBFloat16) fail(src.where(), "compute dtype must be f32 or bf16");
-  auto get = [&](const std::string& name, std::vector<int64_t> expect) {
+  auto check = [&](const std::string& name, const std::vector<int64_t>& expect) {
     if (!src.has(name)) fail(src.where(), "missing " + src.label(name));
     auto got = src.shape(name);
     if (got != expect)
       fail(src.file_of(name), src.label(name) + " has shape " + shape_str(got) + ", expected " + shape_str(expect));
+  };
+  auto get = [&](const std::string& name, std::vector<int64_t> expect) {
+    check(name, expect);
     return src.get(name, dtype);
+  };
+  auto matrix = [&](const std::string& name, std::vector<int64_t> expect) {
+    check(name, expect);
+    return src.matrix(name, dtype, storage);
   };
   const int64_t H = c.hidden_size, D = c.head_dim, I = c.intermediate_size;
   const int64_t Q = c.n_heads * D, KV = c.n_kv_heads * D;
   Weights w;
-  w.embed = get("model.embed_tokens.weight", {c.vocab_size, H});
+  w.embed = matrix("model.embed_tokens.weight", {c.vocab_size, H});
   w.final_norm = get("model.norm.weight", {H});
-  w.lm_head = c.tie_word_embeddings ? w.embed : get("lm_head.weight", {c.vocab_size, H});
+  w.lm_head = c.tie_word_embeddings ? w.embed : matrix("lm_head.weight", {c.vocab_size, H});
   if (src.has("rope_freqs.weight")) w.rope_freq_factors = get("rope_freqs.weight", {D / 2}).to(at::kFloat);
   for (int64_t i = 0; i < c.n_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     LayerWeights l;
     l.attn_norm = get(p + "input_layernorm.weight", {H});
-    l.wq = get(p + "self_attn.q_proj.weight", {Q, H});
-    l.wk = get(p + "self_attn.k_proj.weight", {KV, H});
-    l.wv = get(p + "self_attn.v_proj.weight", {KV, H});
-    l.wo = get(p + "self_attn.o_proj.weight", {H, Q});
+    l.wq = matrix(p + "self_attn.q_proj.weight", {Q, H});
+    l.wk = matrix(p + "self_attn.k_proj.weight", {KV, H});
+    l.wv = matrix(p + "self_attn.v_proj.weight", {KV, H});
+    l.wo = matrix(p + "self_attn.o_proj.weight", {H, Q});
     if (c.qkv_bias) {
       l.bq = get(p + "self_attn.q_proj.bias", {Q});
       l.bk = get(p + "self_attn.k_proj.bias", {KV});
@@ -182,9 +208,9 @@ Weights load(const TensorSource& src, const ModelConfig& c, at::ScalarType dtype
       l.k_norm = get(p + "self_attn.k_norm.weight", {D});
     }
     l.mlp_norm = get(p + "post_attention_layernorm.weight", {H});
-    l.w_gate = get(p + "mlp.gate_proj.weight", {I, H});
-    l.w_up = get(p + "mlp.up_proj.weight", {I, H});
-    l.w_down = get(p + "mlp.down_proj.weight", {H, I});
+    l.w_gate = matrix(p + "mlp.gate_proj.weight", {I, H});
+    l.w_up = matrix(p + "mlp.up_proj.weight", {I, H});
+    l.w_down = matrix(p + "mlp.down_proj.weight", {H, I});
     if (c.mlp_bias) {
       l.b_gate = get(p + "mlp.gate_proj.bias", {I});
       l.b_up = get(p + "mlp.up_proj.bias", {I});
@@ -212,29 +238,53 @@ std::vector<DecisionHeadTensor> decision_head_tensors(const ModelConfig& c, int6
 
 Weights load_hf_weights(const std::string& dir, const ModelConfig& config, at::ScalarType dtype) {
   auto src = std::make_shared<SafetensorsSource>(dir);
-  Weights w = load(*src, config, dtype);
+  Weights w = load(*src, config, dtype, WeightStorage::Float);
   w.keep_alive.push_back(src);
   return w;
 }
 
 Weights load_gguf_weights(std::shared_ptr<const GgufFile> gguf, const ModelConfig& config,
-                          at::ScalarType dtype) {
+                          at::ScalarType dtype, WeightStorage storage) {
   GgufSource src(gguf, config);
-  Weights w = load(src, config, dtype);
+  Weights w = load(src, config, dtype, storage);
   w.keep_alive.push_back(gguf);
   return w;
 }
 
-int64_t parameter_count(const Weights& w) {
-  int64_t n = w.embed.numel() + w.final_norm.numel();
-  if (!w.lm_head.is_same(w.embed)) n += w.lm_head.numel();
+namespace {
+
+at::Tensor& tensor_of(at::Tensor& t) { return t; }
+at::Tensor& tensor_of(LinearWeight& w) { return w.tensor; }
+const at::Tensor& tensor_of(const at::Tensor& t) { return t; }
+const at::Tensor& tensor_of(const LinearWeight& w) { return w.tensor; }
+
+// Sums f(field) over the defined weights of `w`, a tied head once.
+template <class F>
+int64_t sum_over(const Weights& w, F f) {
+  int64_t n = f(w.embed) + f(w.final_norm);
+  if (!w.lm_head.is_same(w.embed)) n += f(w.lm_head);
   for (const auto& l : w.layers)
-    for (const at::Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.bo,
-                                &l.q_norm, &l.k_norm, &l.mlp_norm, &l.w_gate, &l.w_up, &l.w_down,
-                                &l.b_gate, &l.b_up, &l.b_down, &l.decision.norm, &l.decision.proj,
-                                &l.decision.bias})
-      if (t->defined()) n += t->numel();
+    for_each_layer_weight(l, [&](const char*, const auto& t) {
+      if (t.defined()) n += f(t);
+    });
   return n;
+}
+
+}  // namespace
+
+bool Weights::has_quantized() const {
+  return sum_over(*this, [](const auto& t) -> int64_t {
+           if constexpr (std::is_same_v<std::decay_t<decltype(t)>, LinearWeight>) return t.quantized();
+           return 0;
+         }) > 0;
+}
+
+int64_t parameter_count(const Weights& w) {
+  return sum_over(w, [](const auto& t) -> int64_t { return t.numel(); });
+}
+
+int64_t weight_bytes(const Weights& w) {
+  return sum_over(w, [](const auto& t) -> int64_t { return static_cast<int64_t>(tensor_of(t).nbytes()); });
 }
 
 std::vector<NamedWeight> named_weights(Weights& w) {
@@ -242,38 +292,19 @@ std::vector<NamedWeight> named_weights(Weights& w) {
   auto add = [&](std::string name, at::Tensor& t) {
     if (t.defined()) out.push_back({std::move(name), &t});
   };
-  add("model.embed_tokens.weight", w.embed);
+  add("model.embed_tokens.weight", w.embed.tensor);
   for (size_t i = 0; i < w.layers.size(); ++i) {
-    LayerWeights& l = w.layers[i];
     const std::string p = "model.layers." + std::to_string(i) + ".";
-    add(p + "input_layernorm.weight", l.attn_norm);
-    add(p + "self_attn.q_proj.weight", l.wq);
-    add(p + "self_attn.q_proj.bias", l.bq);
-    add(p + "self_attn.k_proj.weight", l.wk);
-    add(p + "self_attn.k_proj.bias", l.bk);
-    add(p + "self_attn.v_proj.weight", l.wv);
-    add(p + "self_attn.v_proj.bias", l.bv);
-    add(p + "self_attn.o_proj.weight", l.wo);
-    add(p + "self_attn.o_proj.bias", l.bo);
-    add(p + "self_attn.q_norm.weight", l.q_norm);
-    add(p + "self_attn.k_norm.weight", l.k_norm);
-    add(p + "self_attn.dms_proj_alpha_norm.weight", l.decision.norm);
-    add(p + "self_attn.dms_proj_alpha.weight", l.decision.proj);
-    add(p + "self_attn.dms_proj_alpha.bias", l.decision.bias);
-    add(p + "post_attention_layernorm.weight", l.mlp_norm);
-    add(p + "mlp.gate_proj.weight", l.w_gate);
-    add(p + "mlp.gate_proj.bias", l.b_gate);
-    add(p + "mlp.up_proj.weight", l.w_up);
-    add(p + "mlp.up_proj.bias", l.b_up);
-    add(p + "mlp.down_proj.weight", l.w_down);
-    add(p + "mlp.down_proj.bias", l.b_down);
+    for_each_layer_weight(w.layers[i], [&](const char* name, auto& t) { add(p + name, tensor_of(t)); });
   }
   add("model.norm.weight", w.final_norm);
-  if (!w.lm_head.is_same(w.embed)) add("lm_head.weight", w.lm_head);
+  if (!w.lm_head.is_same(w.embed)) add("lm_head.weight", w.lm_head.tensor);
   return out;
 }
 
 Weights weights_on(const Weights& w, const at::Device& device) {
+  if (w.has_quantized() && !device.is_cpu())
+    fail(device.str(), "quantized weights run on the CPU only; load them as float (WeightStorage::Float)");
   Weights out = w;
   for (const auto& n : named_weights(out)) *n.tensor = n.tensor->to(device);
   if (w.lm_head.is_same(w.embed)) out.lm_head = out.embed;  // named_weights leaves a tied head out

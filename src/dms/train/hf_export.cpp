@@ -47,7 +47,7 @@ void export_hf_checkpoint(const std::string& base_dir, const ModelConfig& studen
   fs::create_directories(out);
   const nlohmann::json dms_fields = student.dms.to_json();
   for (const auto& [key, value] : dms_fields.items()) config[key] = value;
-  const auto dtype = weights.embed.scalar_type();
+  const auto dtype = weights.dtype();
   config["torch_dtype"] = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kDouble ? "float64" : "float32";
 
   std::vector<StTensorOut> tensors;

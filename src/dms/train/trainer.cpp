@@ -16,7 +16,7 @@ constexpr const char* kWhere = "trainer";
 
 // Mode B heads as dms-spec section 1 starts them: projection (and bias) 0, norm weight 1.
 void add_fresh_decision_heads(const ModelConfig& c, Weights& w) {
-  const auto like = w.embed.options();
+  const auto like = w.final_norm.options();
   for (int64_t i = 0; i < c.n_layers; ++i)
     for (const auto& t : decision_head_tensors(c, i)) {
       const bool is_norm = t.member == &DecisionHeadWeights::norm;
@@ -47,9 +47,12 @@ Trainer::Trainer(const ModelConfig& config, const Weights& weights, const Traine
   require_device(options.device, kWhere);
   if (!(options.tau > 0)) fail(kWhere, "tau must be a positive number");
   if (options.accumulation < 1) fail(kWhere, "gradient accumulation needs at least one micro-batch per step");
-  const auto dtype = weights.embed.scalar_type();
+  const auto dtype = weights.dtype();
   if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kDouble)
     fail(kWhere, "weights must be f32 or bf16 (or f64)");
+  if (weights.has_quantized())
+    fail(kWhere, "the weights are quantized as the GGUF file stores them; training needs them loaded as float "
+                 "(WeightStorage::Float)");
 
   // The teacher: the model as given, eviction disabled (Mode A still lends its channel).
   weights_ = weights_on(weights, options.device);
@@ -83,7 +86,7 @@ Trainer::Trainer(const ModelConfig& config, const Weights& weights, const Traine
 Weights Trainer::forward_weights(bool detached, bool compute_dtype) const {
   Weights w = weights_;
   auto named = named_weights(w);
-  const auto dtype = weights_.embed.scalar_type();
+  const auto dtype = weights_.dtype();
   for (size_t i = 0; i < masters_.size(); ++i) {
     const at::Tensor m = detached ? masters_[i].detach() : masters_[i];
     *named[slots_[i]].tensor = compute_dtype && m.scalar_type() != dtype ? m.to(dtype) : m;
