@@ -101,11 +101,6 @@ void Args::set(const std::string& name, const std::string& value) {
   values_[name] = {value};
 }
 
-void Args::unset(const std::string& name) {
-  spec(name);
-  values_.erase(name);
-}
-
 bool Args::has(const std::string& name) const {
   spec(name);
   return values_.count(name) > 0;

@@ -42,9 +42,8 @@ class Args {
   // Up to `max` positional arguments, described in the synopsis.
   Args& positionals(size_t max);
 
-  // Sets or removes an option's value as if it had been given (or not) on the command line.
+  // Sets an option's value as if it had been given on the command line.
   void set(const std::string& name, const std::string& value);
-  void unset(const std::string& name);
 
   // Returns false when --help was asked for (the help has been printed).
   bool parse(int argc, char** argv);
