@@ -121,18 +121,16 @@ std::vector<float> random_activations(int64_t n, int64_t cols, std::mt19937_64& 
 }
 
 // Per output: the fp64 product of the dequantized weights and the activations, and the error the
-// kernel may make.
+// kernel may make. Both paths keep the activations in fp32.
 //
-// Decode path (8-bit activations). Activation block b (the weight type's block size, 32 or 256)
-// is stored as d_b * q with d_b = max|x| / 127 and q = round(x / d_b), so each element moves by at
-// most d_b / 2 (times 1 + 1e-4 for the fp32 rounding of d_b and x / d_b); the weights are exact,
-// so the product moves by at most sum_j d_b(j) / 2 * |w_j|. On top of that the kernel rounds in
-// fp32: each float term (a block's scaled integer sum or offset/min correction, at most 2 per 32
-// elements, plus the fp32 rounding of dequantize_row's own values) carries a few roundings, and
-// summing m terms in any order errs by at most (m + few) * eps * sum |terms|; every term is
-// bounded by sum_j bound_j * |x^_j| with |x^_j| <= |x_j| + d_b. Hence (2 cols / 32 + 24) eps.
-// The 16-bit weights take the fp32 activations as they are: only the sum's rounding,
-// (cols + 8) eps * sum |w x| for any summation order.
+// Decode path: the kernels dequantize each weight in registers (level times the block's scale,
+// or scale times sub-scale, plus min) with at most three fp32 roundings, and dequantize_row's own
+// value w carries as many, so the weight a kernel uses is within 6 eps * bound_j of w
+// (bound_j >= every partial term of the element, see TypeSpec). The products are then summed in
+// fp32 in some order (FMA or multiply-add, lanes and accumulators, a horizontal sum): at most
+// (cols + 1) eps * sum |w x| to first order for any order. Hence (cols + 16) eps * sum_j
+// bound_j |x_j|, with 9 eps of margin for second-order terms. The 16-bit weights are exact in
+// fp32: only the sum's rounding, (cols + 8) eps * sum |w x|.
 //
 // Batched path: dequantize_row's values, then an fp32 GEMM in any order: cols * eps * sum |w x|
 // (with a 1% margin on the first-order bound).
@@ -142,30 +140,22 @@ struct Expected {
 
 Expected reference(const TypeSpec& spec, const Weights& w, const std::vector<float>& x, int64_t n, bool batched) {
   const int64_t rows = w.matrix.rows, cols = w.matrix.cols;
-  const int64_t block = is_16_bit(spec.type) ? 1 : dms::ggml_block_elems(spec.type);
   Expected e{std::vector<double>(n * rows), std::vector<double>(n * rows)};
-  std::vector<double> step(cols);  // d_b per element
   for (int64_t t = 0; t < n; ++t) {
     const float* xt = x.data() + t * cols;
-    for (int64_t b = 0; b < cols; b += block) {
-      double amax = 0;
-      for (int64_t j = b; j < b + block; ++j) amax = std::max(amax, std::fabs(static_cast<double>(xt[j])));
-      for (int64_t j = b; j < b + block; ++j) step[j] = is_16_bit(spec.type) ? 0 : amax / 127;
-    }
     for (int64_t r = 0; r < rows; ++r) {
       const float* wr = w.values.data() + r * cols;
       const double* br = w.bound.data() + r * cols;
-      double sum = 0, abs_sum = 0, quant = 0, terms = 0;
+      double sum = 0, abs_sum = 0, terms = 0;
       for (int64_t j = 0; j < cols; ++j) {
         sum += static_cast<double>(wr[j]) * xt[j];
         abs_sum += std::fabs(static_cast<double>(wr[j]) * xt[j]);
-        quant += 0.5 * (1 + 1e-4) * step[j] * std::fabs(wr[j]);
-        terms += br[j] * (std::fabs(xt[j]) + step[j]);
+        terms += br[j] * std::fabs(xt[j]);
       }
       double tol;
       if (batched) tol = 1.01 * static_cast<double>(cols) * kEps * abs_sum;
       else if (is_16_bit(spec.type)) tol = static_cast<double>(cols + 8) * kEps * abs_sum;
-      else tol = quant + static_cast<double>(2 * cols / 32 + 24) * kEps * terms;
+      else tol = static_cast<double>(cols + 16) * kEps * terms;
       e.y[t * rows + r] = sum;
       e.tol[t * rows + r] = tol;
     }
@@ -224,6 +214,48 @@ TEST(QuantMatmul, AutoPathAtTheCrossover) {
   const CpuIsa best = supported_isas().back();
   check(q4_1, best, QuantPath::Auto, 19, 576, dms::cpu::kBatchedMinRows - 1, 7);  // decode tolerance
   check(q4_1, best, QuantPath::Auto, 19, 576, dms::cpu::kBatchedMinRows, 8);      // batched tolerance
+}
+
+// Each activation row is summed in the same order whatever the other rows of the call: the
+// decode path gives a row the same bits alone and among 7 or 17 rows (more than one pass of a
+// kernel, more than one call of it).
+TEST(QuantMatmul, DecodeRowDoesNotDependOnTheOtherRows) {
+  uint64_t seed = 3000;
+  for (const TypeSpec& spec : type_specs())
+    for (CpuIsa isa : supported_isas()) {
+      std::mt19937_64 rng(++seed);
+      const int64_t rows = 33, cols = test_cols(spec.type).back();
+      const Weights w = random_weights(spec, rows, cols, rng);
+      const std::vector<float> x = random_activations(17, cols, rng);
+      for (int64_t n : {7, 17}) {
+        std::vector<float> all(n * rows), alone(rows);
+        dms::cpu::quant_matmul(w.matrix, x.data(), n, all.data(), {isa, QuantPath::Decode});
+        for (int64_t t = 0; t < n; ++t) {
+          dms::cpu::quant_matmul(w.matrix, x.data() + t * cols, 1, alone.data(), {isa, QuantPath::Decode});
+          EXPECT_EQ(0, std::memcmp(alone.data(), all.data() + t * rows, rows * sizeof(float)))
+              << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa) << " row " << t << " of " << n;
+        }
+      }
+    }
+}
+
+// The two paths differ by fp32 summation order only: within the sum of their tolerances.
+TEST(QuantMatmul, DecodeAgreesWithBatched) {
+  uint64_t seed = 4000;
+  for (const TypeSpec& spec : type_specs())
+    for (CpuIsa isa : supported_isas()) {
+      std::mt19937_64 rng(++seed);
+      const int64_t rows = 33, cols = test_cols(spec.type).back(), n = 5;
+      const Weights w = random_weights(spec, rows, cols, rng);
+      const std::vector<float> x = random_activations(n, cols, rng);
+      std::vector<float> decode(n * rows), batched(n * rows);
+      dms::cpu::quant_matmul(w.matrix, x.data(), n, decode.data(), {isa, QuantPath::Decode});
+      dms::cpu::quant_matmul(w.matrix, x.data(), n, batched.data(), {isa, QuantPath::Batched});
+      const Expected d = reference(spec, w, x, n, false), b = reference(spec, w, x, n, true);
+      for (int64_t i = 0; i < n * rows; ++i)
+        ASSERT_LE(std::fabs(decode[i] - batched[i]), d.tol[i] + b.tol[i])
+            << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa) << " output " << i;
+    }
 }
 
 TEST(QuantMatmul, QuantRowIsDequantizeRow) {

@@ -1,4 +1,4 @@
-// The x86 row kernels built for AVX-512 F/BW/VL/VNNI (see CMakeLists.txt for the flags). Only <immintrin.h> and
+// The x86 row kernels built for AVX-512 F/BW/VL (see CMakeLists.txt for the flags). Only <immintrin.h> and
 // plain-data headers here: see quant_blocks.h for why.
 #include <cstdint>
 #include <cstring>
@@ -6,6 +6,10 @@
 #include "dms/kernels/cpu/quant_blocks.h"
 
 #if defined(__x86_64__)
+// GCC 12's avx512fintrin.h seeds its unmasked conversions with _mm512_undefined_*(), which
+// -W(maybe-)uninitialized reports once inlined here: a false positive.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 namespace dms::cpu::quant {

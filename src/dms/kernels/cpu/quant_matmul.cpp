@@ -4,7 +4,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -23,12 +22,6 @@ constexpr int64_t kDecodeGrainBytes = 32 * 1024;
 // The batched path's fp32 tile of dequantized weight rows: large enough that each at::mm call
 // has work for every thread, small enough to stay in the L2 caches between dequantizing and use.
 constexpr int64_t kTileBytes = 2 * 1024 * 1024;
-
-bool is_k_quant(GgmlType t) {
-  return t == GgmlType::Q2_K || t == GgmlType::Q3_K || t == GgmlType::Q4_K || t == GgmlType::Q5_K ||
-         t == GgmlType::Q6_K;
-}
-bool is_16_bit(GgmlType t) { return t == GgmlType::F16 || t == GgmlType::BF16; }
 
 quant::Kernels make_kernels(CpuIsa isa) {
   quant::Kernels k{};
@@ -62,63 +55,16 @@ quant::RowDot row_dot(const quant::Kernels& k, GgmlType t) {
   }
 }
 
-// Scale max|x| / 127 and round to nearest: |x - d q| <= d / 2 for every element.
-void quantize_block(const float* x, int len, int8_t* q, float& d) {
-  float amax = 0;
-  for (int j = 0; j < len; ++j) amax = std::max(amax, std::fabs(x[j]));
-  d = amax / 127.0f;
-  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
-  for (int j = 0; j < len; ++j) q[j] = static_cast<int8_t>(std::nearbyint(x[j] * inv));
-}
-
-void quantize_act32(const float* x, int64_t blocks, quant::ActBlock32* out) {
-  for (int64_t b = 0; b < blocks; ++b, x += 32) {
-    quantize_block(x, 32, out[b].qs, out[b].d);
-    int sum = 0;
-    for (int j = 0; j < 32; ++j) sum += out[b].qs[j];
-    out[b].sum = sum;
-    out[b].dsum = out[b].d * static_cast<float>(sum);
-  }
-}
-
-void quantize_act256(const float* x, int64_t blocks, quant::ActBlock256* out) {
-  for (int64_t b = 0; b < blocks; ++b, x += 256) {
-    quantize_block(x, 256, out[b].qs, out[b].d);
-    for (int g = 0; g < 16; ++g) {
-      int sum = 0;
-      for (int j = 0; j < 16; ++j) sum += out[b].qs[16 * g + j];
-      out[b].bsums[g] = static_cast<int16_t>(sum);
-    }
-  }
-}
-
 void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, CpuIsa isa) {
   const quant::RowDot dot = row_dot(kernels(isa), w.type);
   const int64_t blocks = w.cols / ggml_block_elems(w.type);
   const int64_t row_bytes = static_cast<int64_t>(ggml_row_bytes(w.type, w.cols));
-
-  // The activations in the layout the kernels read: 8-bit blocks, or the fp32 rows themselves.
-  thread_local std::vector<uint8_t> scratch;
-  const uint8_t* act = reinterpret_cast<const uint8_t*>(x);
-  int64_t act_stride = w.cols * static_cast<int64_t>(sizeof(float));
-  if (!is_16_bit(w.type)) {
-    const bool k = is_k_quant(w.type);
-    act_stride = blocks * static_cast<int64_t>(k ? sizeof(quant::ActBlock256) : sizeof(quant::ActBlock32));
-    scratch.resize(static_cast<size_t>(n * act_stride));
-    for (int64_t t = 0; t < n; ++t) {
-      uint8_t* dst = scratch.data() + t * act_stride;
-      if (k) quantize_act256(x + t * w.cols, blocks, reinterpret_cast<quant::ActBlock256*>(dst));
-      else quantize_act32(x + t * w.cols, blocks, reinterpret_cast<quant::ActBlock32*>(dst));
-    }
-    act = scratch.data();
-  }
-
   const int64_t grain = std::max<int64_t>(1, kDecodeGrainBytes / std::max<int64_t>(row_bytes, 1));
   at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       for (int64_t t0 = 0; t0 < n; t0 += kMaxRowsPerDot) {
         const int count = static_cast<int>(std::min<int64_t>(kMaxRowsPerDot, n - t0));
-        dot(w.data + r * row_bytes, blocks, act + t0 * act_stride, act_stride, count, y + t0 * w.rows + r, w.rows);
+        dot(w.data + r * row_bytes, blocks, x + t0 * w.cols, w.cols, count, y + t0 * w.rows + r, w.rows);
       }
     }
   });
@@ -165,7 +111,7 @@ bool cpu_isa_supported(CpuIsa isa) {
   if (isa == CpuIsa::Avx2) return avx2;
   if (isa == CpuIsa::Avx512) {
     return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+           __builtin_cpu_supports("avx512vl");
   }
 #endif
   return isa == CpuIsa::Scalar;

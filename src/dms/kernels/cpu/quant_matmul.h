@@ -2,11 +2,11 @@
 // inference reads the file's bytes instead of an fp32 copy four to eight times their size.
 //
 // Two paths, chosen by the number of activation rows n:
-// - decode (n < kBatchedMinRows): the activations are quantized once to 8-bit blocks (per 32
-//   elements for the 32-element types, per 256 for the K-quants, scale max|x| / 127) and each
-//   weight row is dotted with them in integers, rows split across at::parallel_for's threads.
-//   Memory-bound: every weight byte is read once per call. 16-bit weights are dotted with the
-//   fp32 activations directly.
+// - decode (n < kBatchedMinRows): each weight row is dequantized in registers and dotted with the
+//   fp32 activations, up to 8 activation rows per read of the weights, rows split across
+//   at::parallel_for's threads. Memory-bound: every weight byte is read once per call. A row's
+//   result is the same bits whatever the other rows of the call, and within fp32 summation error
+//   of the batched path's (the activations are never quantized).
 // - batched: tiles of weight rows are dequantized to an fp32 scratch that fits the L2 caches and
 //   multiplied by BLAS (at::mm); compute-bound, so the 4-8x larger fp32 tile costs little.
 //
