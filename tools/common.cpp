@@ -104,7 +104,10 @@ Model load_model_from_args(const Args& args, ShippedAdapter shipped) {
     else std::fprintf(stderr, "warning: the DMS adapter of the default model is not at %s; running it dense\n", adapter.c_str());
   }
   const std::string path = args.has("model") ? args.str("model") : default_model_path();
-  return load_model(path, dtype, dms);
+  Model model = load_model(path, dtype, dms);
+  std::fprintf(stderr, "model: %s | weights: %s in memory | compute %s\n", path.c_str(),
+               human_bytes(static_cast<double>(model.info.weight_bytes)).c_str(), dtype == at::kBFloat16 ? "bf16" : "f32");
+  return model;
 }
 
 GenerationParams generation_params_from_args(const Args& args, const Model& model) {

@@ -27,6 +27,7 @@ int run_info(int argc, char** argv) {
       {"parameters", info.n_params},
       {"tensor_types", info.tensor_types},
       {"file_bytes", info.file_bytes},
+      {"weight_bytes", info.weight_bytes},
       {"layers", c.n_layers},
       {"hidden_size", c.hidden_size},
       {"intermediate_size", c.intermediate_size},
@@ -53,6 +54,7 @@ int run_info(int argc, char** argv) {
                     human_bytes(static_cast<double>(info.file_bytes)));
   row("architecture", arch_name(c.arch));
   row("parameters", params);
+  row("weights in memory", human_bytes(static_cast<double>(info.weight_bytes)) + " (inference, f32 compute)");
   row("stored types", types);
   row("layers", std::to_string(c.n_layers));
   row("hidden size", std::to_string(c.hidden_size) + " (MLP " + std::to_string(c.intermediate_size) + ")");

@@ -1,3 +1,4 @@
+#include "dms/kernels/cpu/quant_matmul.h"
 #include "dms/model/loader.h"
 
 #include <cstdlib>
@@ -58,6 +59,9 @@ CheckpointInfo inspect_checkpoint(const std::string& path) {
     for (const auto& t : g->tensors()) {
       info.n_params += t.numel;
       ++info.tensor_types[ggml_type_name(t.type)];
+      // As inference loads them in fp32: matrices the kernels read as stored, the rest as f32.
+      const bool as_stored = t.shape.size() == 2 && cpu::quant_matmul_supports(t.type);
+      info.weight_bytes += as_stored ? static_cast<int64_t>(t.nbytes) : t.numel * 4;
     }
     info.file_bytes = static_cast<int64_t>(fs::file_size(path));
   } else {
@@ -67,6 +71,7 @@ CheckpointInfo inspect_checkpoint(const std::string& path) {
       int64_t n = 1;
       for (int64_t d : t.shape) n *= d;
       info.n_params += n;
+      info.weight_bytes += n * 4;
       ++info.tensor_types[st_dtype_name(t.dtype)];
     }
     info.file_bytes = directory_bytes(path);

@@ -24,7 +24,8 @@ struct CheckpointInfo {
   int64_t n_params = 0;                        // elements of every stored tensor
   std::map<std::string, int64_t> tensor_types; // stored type name -> tensor count
   int64_t file_bytes = 0;
-  int64_t weight_bytes = 0;                    // held by the loaded weights (0 until loaded)
+  int64_t weight_bytes = 0;                    // held in memory: by inference in fp32 (inspect_checkpoint),
+                                               // by the weights as loaded (load_model)
 };
 
 struct Model {
