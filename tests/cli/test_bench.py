@@ -20,53 +20,43 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import unittest
 
-DMS = os.environ.get("DMS_BIN", "build/dms")
-MODEL = os.path.join(os.environ["DMS_FIXTURES"], "eval", "tiny_base")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, check_usage_errors, dms, dms_ok, fixture, run, run_once  # noqa: E402
+
+MODEL = fixture("eval", "tiny_base")
 CONTEXTS, BATCHES, STEPS, REPEATS, BLOCK = (64, 200), (1, 3), 2, 3, 16
 BUDGET = 1 << 20
 
 
-def dms(*args):
-    return subprocess.run([DMS, *args], capture_output=True, text=True, timeout=600)
+@run_once
+def bench_run():
+    """The one bench run the tests read: (its result, its JSON, its folder)."""
+    tmp = tempfile.mkdtemp(prefix="dms_bench_test_")
+    path = os.path.join(tmp, "bench.json")
+    r = dms_ok("bench", "--model", MODEL, "--contexts", ",".join(map(str, CONTEXTS)),
+               "--batches", ",".join(map(str, BATCHES)), "--policies", "dense,dms", "--force-evict", "0.75",
+               "--dms-window", "8", "--kv-dtype", "bf16", "--block-size", str(BLOCK), "--steps", str(STEPS),
+               "--repeats", str(REPEATS), "--prefill-chunk", "48", "--prefill-max-context", "64",
+               "--kv-budget", str(BUDGET), "--bandwidth-mib", "16", "--threads", "1", "--json", path)
+    with open(path) as f:
+        return r, json.load(f), tmp
 
 
-class Run:
-    _done = None
-
-    @classmethod
-    def get(cls):
-        if cls._done is None:
-            tmp = tempfile.mkdtemp(prefix="dms_bench_test_")
-            path = os.path.join(tmp, "bench.json")
-            r = dms("bench", "--model", MODEL, "--contexts", ",".join(map(str, CONTEXTS)),
-                    "--batches", ",".join(map(str, BATCHES)), "--policies", "dense,dms", "--force-evict", "0.75",
-                    "--dms-window", "8", "--kv-dtype", "bf16", "--block-size", str(BLOCK), "--steps", str(STEPS),
-                    "--repeats", str(REPEATS), "--prefill-chunk", "48", "--prefill-max-context", "64",
-                    "--kv-budget", str(BUDGET), "--bandwidth-mib", "16", "--threads", "1", "--json", path)
-            if r.returncode != 0:
-                raise AssertionError(f"dms bench failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-            with open(path) as f:
-                cls._done = (r, json.load(f), tmp)
-        return cls._done
-
-    @staticmethod
-    def info():
-        r = dms("info", MODEL, "--json")
-        if r.returncode != 0:
-            raise AssertionError(f"dms info failed: {r.stderr}")
-        return json.loads(r.stdout)
+def model_info():
+    r = dms("info", MODEL, "--json")
+    if r.returncode != 0:
+        raise AssertionError(f"dms info failed: {r.stderr}")
+    return json.loads(r.stdout)
 
 
 class BenchReport(unittest.TestCase):
     def setUp(self):
-        self.run_result, self.doc, self.tmp = Run.get()
-        self.info = Run.info()
+        self.run_result, self.doc, self.tmp = bench_run()
+        self.info = model_info()
 
     def test_schema(self):
         d = self.doc
@@ -143,8 +133,8 @@ class BenchReport(unittest.TestCase):
 
     def test_plot(self):
         png = os.path.join(self.tmp, "bench.png")
-        r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "plot_decode.py"),
-                            os.path.join(self.tmp, "bench.json"), png], capture_output=True, text=True)
+        r = run([sys.executable, os.path.join(ROOT, "bench", "plot_decode.py"), os.path.join(self.tmp, "bench.json"),
+                 png])
         self.assertEqual(r.returncode, 0, r.stderr)
         with open(png, "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
@@ -152,14 +142,13 @@ class BenchReport(unittest.TestCase):
 
 class BenchUsage(unittest.TestCase):
     def test_usage_errors_exit_2_and_name_the_option(self):
-        for args, words in [(("--kv-budget", "lots"), "--kv-budget"), (("--contexts", "0"), "--contexts"),
-                            (("--policies", "h2o"), "--target-cr"), (("--repeats", "0"), "--repeats"),
-                            (("--policies", "dense", "--kv-budget", "1KiB"), "--kv-budget: kv budget: 1024 bytes hold no block"),
-                            (("--policies", "dense", "--force-evict", "0.5"), "--force-evict"),
-                            (("--kv-memory", "1GiB"), "--kv-memory")]:
-            r = dms("bench", "--model", MODEL, *args)
-            self.assertEqual(r.returncode, 2, f"{args}: {r.stderr}")
-            self.assertIn(words, r.stderr, args)
+        check_usage_errors(self, [(("--kv-budget", "lots"), "--kv-budget"), (("--contexts", "0"), "--contexts"),
+                                  (("--policies", "h2o"), "--target-cr"), (("--repeats", "0"), "--repeats"),
+                                  (("--policies", "dense", "--kv-budget", "1KiB"),
+                                   "--kv-budget: kv budget: 1024 bytes hold no block"),
+                                  (("--policies", "dense", "--force-evict", "0.5"), "--force-evict"),
+                                  (("--kv-memory", "1GiB"), "--kv-memory")],
+                           before=("bench", "--model", MODEL))
 
     def test_kv_budget_is_the_cache_size(self):
         for command in ("bench", "generate"):

@@ -18,20 +18,15 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import unittest
 
-DMS = os.environ.get("DMS_BIN", "build/dms")
-FIXTURES = os.environ["DMS_FIXTURES"]
-EVAL = os.path.join(FIXTURES, "eval")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, check_usage_errors, dms, dms_ok, fixture, run, run_once  # noqa: E402
+
+EVAL = fixture("eval")
 CONTEXT, DOCS, BUCKETS = 120, 2, (32, 64)
-
-
-def dms(*args):
-    return subprocess.run([DMS, *args], capture_output=True, text=True, timeout=600)
 
 
 # Member name -> type(s) of every object the report holds (docs/EVAL.md); None: may be null.
@@ -45,26 +40,19 @@ TOP = {"schema": str, "model": str, "dms_adapter": (str, None), "data": str, "se
        "points": list, "free_running": dict, "seconds": NUMBER}
 
 
-class Run:
-    """The one evaluation the tests read, run once."""
-    _done = None
-
-    @classmethod
-    def get(cls):
-        if cls._done is None:
-            tmp = tempfile.mkdtemp(prefix="dms_eval_test_")
-            path = os.path.join(tmp, "report.json")
-            r = dms("eval", "--model", os.path.join(EVAL, "tiny_base"), "--data", os.path.join(EVAL, "text.txt"),
-                    "--context", str(CONTEXT), "--docs", str(DOCS), "--force-evict", "0,0.5", "--dms-window", "16",
-                    "--buckets", ",".join(map(str, BUCKETS)), "--dense-step", "24", "--prompts", "2",
-                    "--prompt-tokens", "40", "--new-tokens", "6", "--retrieval-lengths", "200,260",
-                    "--retrieval-depths", "0,1", "--retrieval-trials", "1", "--engine-step-tokens", "64",
-                    "--threads", "1", "--json", path)
-            if r.returncode != 0:
-                raise AssertionError(f"dms eval failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-            with open(path) as f:
-                cls._done = (r, json.load(f), tmp)
-        return cls._done
+@run_once
+def eval_run():
+    """The one evaluation the tests read: (its result, its report, its folder)."""
+    tmp = tempfile.mkdtemp(prefix="dms_eval_test_")
+    path = os.path.join(tmp, "report.json")
+    r = dms_ok("eval", "--model", os.path.join(EVAL, "tiny_base"), "--data", os.path.join(EVAL, "text.txt"),
+               "--context", str(CONTEXT), "--docs", str(DOCS), "--force-evict", "0,0.5", "--dms-window", "16",
+               "--buckets", ",".join(map(str, BUCKETS)), "--dense-step", "24", "--prompts", "2",
+               "--prompt-tokens", "40", "--new-tokens", "6", "--retrieval-lengths", "200,260",
+               "--retrieval-depths", "0,1", "--retrieval-trials", "1", "--engine-step-tokens", "64",
+               "--threads", "1", "--json", path)
+    with open(path) as f:
+        return r, json.load(f), tmp
 
 
 def reference_nll():
@@ -87,7 +75,7 @@ def reference_nll():
 
 class EvalReport(unittest.TestCase):
     def setUp(self):
-        self.run_result, self.report, self.tmp = Run.get()
+        self.run_result, self.report, self.tmp = eval_run()
 
     def check_members(self, obj, spec, where):
         for key, types in spec.items():
@@ -202,8 +190,8 @@ class EvalReport(unittest.TestCase):
 
     def test_plots(self):
         out = os.path.join(self.tmp, "plots")
-        r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "plot_eval.py"),
-                            os.path.join(self.tmp, "report.json"), "--out", out], capture_output=True, text=True)
+        r = run([sys.executable, os.path.join(ROOT, "bench", "plot_eval.py"), os.path.join(self.tmp, "report.json"),
+                 "--out", out])
         self.assertEqual(r.returncode, 0, r.stderr)
         for name in ("eval_kl_vs_cr.png", "eval_retrieval.png", "eval_layer_compression.png"):
             with open(os.path.join(out, name), "rb") as f:
@@ -214,13 +202,11 @@ class EvalUsage(unittest.TestCase):
     def test_usage_errors_exit_2_and_name_the_option(self):
         model = os.path.join(EVAL, "tiny_base")
         data = os.path.join(EVAL, "text.txt")
-        for args, words in [((), "--data"),
-                            (("--data", data, "--force-evict", "1.5"), "--force-evict"),
-                            (("--data", data, "--force-evict", "0.5", "--baselines", "lru"), "--baselines"),
-                            (("--data", data), "no DMS decision heads")]:
-            r = dms("eval", "--model", model, *args)
-            self.assertEqual(r.returncode, 2, f"{args}: {r.stderr}")
-            self.assertIn(words, r.stderr, args)
+        check_usage_errors(self, [((), "--data"),
+                                  (("--data", data, "--force-evict", "1.5"), "--force-evict"),
+                                  (("--data", data, "--force-evict", "0.5", "--baselines", "lru"), "--baselines"),
+                                  (("--data", data), "no DMS decision heads")],
+                           before=("eval", "--model", model))
 
     def test_missing_data_file_exits_1_naming_it(self):
         r = dms("eval", "--model", os.path.join(EVAL, "tiny_base"), "--data", "/nonexistent/x.txt", "--force-evict", "0.5")
