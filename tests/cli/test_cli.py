@@ -8,36 +8,25 @@ Run: python tests/cli/test_cli.py  (env: DMS_BIN = the dms binary, DMS_DEFAULT_M
 """
 import json
 import os
-import subprocess
+import sys
 import tempfile
 import unittest
 
-DMS = os.environ.get("DMS_BIN", "build/dms")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import check_usage_errors, dms, transformers_gguf  # noqa: E402
+
 MODEL = os.environ["DMS_DEFAULT_MODEL"]
 GREEDY = ["--temperature", "0", "--threads", "2"]
 # The default model without the DMS adapter shipped for it: what transformers computes.
 DENSE = [*GREEDY, "--no-dms-adapter"]
 
 
-def dms(*args, stdin=None, env=None):
-    return subprocess.run([DMS, *args], input=stdin, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
-
-
 class Reference:
     """transformers' reading of the default GGUF, loaded once."""
-    _loaded = None
 
-    @classmethod
-    def get(cls):
-        if cls._loaded is None:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-            d, f = os.path.split(MODEL)
-            tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-            model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
-            cls._loaded = (tok, model)
-        return cls._loaded
+    @staticmethod
+    def get():
+        return transformers_gguf(MODEL)
 
     @classmethod
     def greedy(cls, prompt_text, n):
@@ -65,18 +54,14 @@ class Help(unittest.TestCase):
             self.assertIn(f"usage: dms {cmd}", r.stdout)
 
     def test_usage_errors_exit_2_and_name_the_problem(self):
-        cases = [
+        check_usage_errors(self, [
             (["frobnicate"], "unknown command 'frobnicate'"),
             (["generate", "--no-such-flag", "x"], "--no-such-flag"),
             (["generate", "--top-p", "2", "x"], "--top-p"),
             (["generate", "--max-tokens", "ten", "x"], "--max-tokens: expected an integer, got 'ten'"),
             (["generate", "--dtype", "f8", "x"], "--dtype"),
             (["generate", "--temperature"], "--temperature: needs a value"),
-        ]
-        for args, message in cases:
-            r = dms(*args)
-            self.assertEqual(r.returncode, 2, f"{args}: {r.stderr}")
-            self.assertIn(message, r.stderr, args)
+        ])
 
 
 class Info(unittest.TestCase):
@@ -106,7 +91,7 @@ class Info(unittest.TestCase):
         self.assertEqual(info["file_bytes"], os.path.getsize(MODEL))
 
     def test_default_model_is_used_without_arguments(self):
-        r = dms("info", "--json", env={"DMS_MODEL": MODEL})
+        r = dms("info", "--json", env={**os.environ, "DMS_MODEL": MODEL})
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(json.loads(r.stdout)["path"], MODEL)
 
@@ -229,7 +214,7 @@ class Cache(unittest.TestCase):
             self.assertGreater(float(report.split("compression ratio ")[1].split(" ")[0]), 2.0, policy)
 
     def test_cache_usage_errors(self):
-        cases = [
+        check_usage_errors(self, [
             (["--no-dms-adapter", "--policy", "dms"], "has no DMS decision heads"),
             (["--policy", "h2o"], "exactly one of --target-cr R or --budget N"),
             (["--policy", "nonsense", "--budget", "8"], "--policy"),
@@ -237,11 +222,7 @@ class Cache(unittest.TestCase):
             (["--kv-dtype", "f8"], "--kv-dtype"),
             (["--kv-budget", "lots"], "--kv-budget"),
             (["--kv-budget", "1KiB"], "--kv-budget: 1.0 KiB holds no block"),
-        ]
-        for extra, message in cases:
-            r = dms("generate", *extra, "hello")
-            self.assertEqual(r.returncode, 2, f"{extra}: {r.stderr}")
-            self.assertIn(message, r.stderr, extra)
+        ], before=("generate",), after=("hello",))
 
     def test_too_small_a_cache_ends_the_sequence_cleanly(self):
         r = dms("generate", *DENSE, "--max-tokens", "64", "--kv-budget", "200KiB", "--block-size", "4",

@@ -10,13 +10,14 @@ Run: python tests/cli/test_gen_data.py  (env: DMS_BIN = the dms binary, DMS_DEFA
 """
 import json
 import os
-import subprocess
+import sys
 import tempfile
 import unittest
 
-DMS = os.environ.get("DMS_BIN", "build/dms")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT, check_usage_errors, dms, read_jsonl, run, transformers_gguf, write_jsonl  # noqa: E402
+
 MODEL = os.environ["DMS_DEFAULT_MODEL"]
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = ["--threads", "2", "--parallel", "2", "--kv-dtype", "f32"]
 
 PROMPTS = [
@@ -26,21 +27,6 @@ PROMPTS = [
      "system": "You are a poet who answers briefly."},
     {"id": "code", "prompt": "Write a Python function that adds two numbers."},
 ]
-
-
-def dms(*args):
-    return subprocess.run([DMS, *args], capture_output=True, text=True, timeout=600)
-
-
-def write_jsonl(path, records):
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def by_key(records):
@@ -67,18 +53,11 @@ def held_out(key, fraction):
 
 class Reference:
     """transformers' reading of the default GGUF, loaded once."""
-    _loaded = None
 
-    @classmethod
-    def reply(cls, messages, n):
+    @staticmethod
+    def reply(messages, n):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        if cls._loaded is None:
-            d, f = os.path.split(MODEL)
-            tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-            model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
-            cls._loaded = (tok, model)
-        tok, model = cls._loaded
+        tok, model = transformers_gguf(MODEL)
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
         with torch.no_grad():
@@ -182,7 +161,7 @@ class GenData(unittest.TestCase):
         self.assertEqual({r["id"] for r in read_jsonl(out)}, set(ids) - expected)
 
     def test_the_shipped_prompt_set_is_varied_and_found_by_default(self):
-        shipped = read_jsonl(os.path.join(REPO, "data", "prompts.jsonl"))
+        shipped = read_jsonl(os.path.join(ROOT, "data", "prompts.jsonl"))
         self.assertGreaterEqual(len(shipped), 300)
         self.assertEqual(len({p["id"] for p in shipped}), len(shipped))
         self.assertEqual(len({p["prompt"] for p in shipped}), len(shipped))
@@ -213,7 +192,7 @@ class GenDataBadInput(unittest.TestCase):
 
     def test_usage_errors_exit_2_and_name_the_option(self):
         out = self.path("o.jsonl")
-        cases = [
+        check_usage_errors(self, [
             ([], "--out"),
             (["--out", out, "--policy", "h2o"], "--policy"),
             (["--out", out, "--samples", "0"], "--samples"),
@@ -222,11 +201,7 @@ class GenDataBadInput(unittest.TestCase):
             (["--out", out, "--heldout-fraction", "1"], "--heldout-fraction"),
             (["--out", out, "--heldout-fraction", "0.2", "--heldout", out], "--heldout: must differ"),
             (["--out", out, "--limit", "0"], "--limit"),
-        ]
-        for args, message in cases:
-            r = dms("gen-data", *args)
-            self.assertEqual(r.returncode, 2, f"{args}: {r.stderr}")
-            self.assertIn(message, r.stderr, args)
+        ], before=("gen-data",))
 
     def test_bad_prompt_files_and_outputs_exit_1_naming_file_and_line(self):
         good = json.dumps({"id": "a", "prompt": "hi"})
@@ -266,8 +241,7 @@ class ChainConversations(unittest.TestCase):
     the file and line."""
 
     def run_script(self, *args):
-        return subprocess.run([os.path.join(REPO, "scripts", "chain-conversations"), *args], capture_output=True,
-                              text=True, timeout=60)
+        return run([os.path.join(ROOT, "scripts", "chain-conversations"), *args])
 
     def test_chains_every_pair_once(self):
         with tempfile.TemporaryDirectory() as tmp:
