@@ -17,12 +17,14 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
 
-DMS = os.environ.get("DMS_BIN", "build/dms")
-FIXTURES = os.environ["DMS_FIXTURES"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import DMS, ROOT, cuda_devices, dms, fixture, read_log, steps_of, write_jsonl  # noqa: E402
+
 DEFAULT_MODEL = os.environ.get("DMS_DEFAULT_MODEL")
 WORDS = ("the cat sat on a mat while seven dogs ran past the old red barn and one bird sang "
          "about rain wind snow sun light dark river stone tree green blue").split()
@@ -39,34 +41,20 @@ def settings(**changes):
     return [x for kv in merged.items() for x in kv]
 
 
-def dms(*args, timeout=300):
-    return subprocess.run([DMS, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def write_jsonl(path, records):
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-
-
-def read_log(out):
-    with open(os.path.join(out, "log.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def finished_lines(path):
     with open(path, encoding="utf-8") as f:
         return f.read().count("\n")
 
 
-def steps_of(log):
-    return [{k: r[k] for k in LOSSES} for r in log if r["type"] == "step"]
+def losses(out):
+    """The logged losses of each step of the run in out."""
+    return steps_of(read_log(out), LOSSES)
 
 
 def make_model(directory):
     """The fixture Qwen3 with a byte-level tokenizer whose ids fit its vocabulary."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    src = os.path.join(FIXTURES, "models", "qwen3")
+    src = fixture("models", "qwen3")
     os.makedirs(directory)
     for name in ("config.json", "generation_config.json", "model.safetensors"):
         shutil.copy(os.path.join(src, name), directory)
@@ -77,12 +65,6 @@ def make_model(directory):
     tok.decoder = decoders.ByteLevel()
     tok.add_tokens([f"<extra_{i}>" for i in range(320 - len(vocab))])  # every id the model can sample
     tok.save(os.path.join(directory, "tokenizer.json"))
-
-
-def cuda_devices():
-    """How many CUDA devices the venv's torch sees here (0 without a GPU or driver)."""
-    import torch
-    return torch.cuda.device_count()
 
 
 def make_documents(n, seed, words=(40, 90)):
@@ -121,7 +103,7 @@ class Retrofit(unittest.TestCase):
     def test_reaches_the_target_and_the_adapter_generates(self):
         out = self.run_to("long", 40, extra=["--eval-every", "20"])
         log = read_log(out)
-        steps = steps_of(log)
+        steps = steps_of(log, LOSSES)
         self.assertEqual([s["step"] for s in steps], list(range(1, 41)))
         self.assertLess(steps[0]["frac"], 0.05, "a fresh adapter evicts almost nothing")
         target = 1 - 1 / 1.5
@@ -144,12 +126,12 @@ class Retrofit(unittest.TestCase):
 
     def test_resume_after_steps_continues_the_same_curve(self):
         out = self.run_to("resumed", 10, extra=["--checkpoint-every", "7"])
-        self.assertEqual(steps_of(read_log(out)), steps_of(read_log(self.straight))[:10])
+        self.assertEqual(losses(out), losses(self.straight)[:10])
         r = dms("retrofit", "--model", self.model, "--data", self.data, "--heldout", self.heldout, "--out", out,
                 "--steps", "20", *settings(), "--resume")
         self.assertEqual(r.returncode, 0, r.stderr[-3000:])
         self.assertIn("resuming after step 10", r.stderr)
-        self.assertEqual(steps_of(read_log(out)), steps_of(read_log(self.straight)))
+        self.assertEqual(losses(out), losses(self.straight))
 
     def test_sigint_saves_a_checkpoint_that_resumes_the_same_curve(self):
         out = self.path("interrupted")
@@ -168,25 +150,25 @@ class Retrofit(unittest.TestCase):
             self.skipTest("the run finished before the signal arrived")
         self.assertEqual(p.returncode, 130, err[-3000:])
         self.assertIn("--resume", err)
-        done = len(steps_of(read_log(out)))
+        done = len(losses(out))
         self.assertGreaterEqual(done, 3)
         r = dms(*cmd[1:], "--resume")
         self.assertEqual(r.returncode, 0, r.stderr[-3000:])
-        self.assertEqual(steps_of(read_log(out)), steps_of(read_log(self.straight)))
+        self.assertEqual(losses(out), losses(self.straight))
 
     def test_seeds(self):
         same = self.run_to("same-seed", 5)
-        self.assertEqual(steps_of(read_log(same)), steps_of(read_log(self.straight))[:5])
+        self.assertEqual(losses(same), losses(self.straight)[:5])
         other = self.run_to("other-seed", 5, seed="4")
-        self.assertNotEqual([s["loss"] for s in steps_of(read_log(other))],
-                            [s["loss"] for s in steps_of(read_log(same))])
+        self.assertNotEqual([s["loss"] for s in losses(other)],
+                            [s["loss"] for s in losses(same)])
 
     def test_training_continues_from_an_adapter(self):
         """--dms-adapter: the run starts from the adapter's heads (its eviction fraction, not a
         fresh head's 0) and takes the settings not given from it (the window of 8 here; the
         default 256 would not even fit rows of 64)."""
         adapter = os.path.join(self.straight, "adapter.safetensors")
-        trained = steps_of(read_log(self.straight))[-1]["frac"]
+        trained = losses(self.straight)[-1]["frac"]
         out = self.path("from-adapter")
         args = [a for kv in BASE.items() if kv[0] != "--dms-window" for a in kv]
         r = dms("retrofit", "--model", self.model, "--data", self.data, "--heldout", self.heldout, "--out", out,
@@ -194,7 +176,7 @@ class Retrofit(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("from the heads of " + os.path.realpath(adapter), r.stderr)
         log = read_log(out)
-        first = steps_of(log)[0]["frac"]
+        first = steps_of(log, LOSSES)[0]["frac"]
         print(f"\nfrac at the end of the adapter's run {trained:.3f}; first step from it {first:.3f}")
         self.assertGreater(first, 0.5 * trained)
         self.assertEqual(log[-1]["dms"]["dms_window_size"], 8)
@@ -208,8 +190,7 @@ class Retrofit(unittest.TestCase):
                 "1", "--dms-adapter", self.path("missing.safetensors"), *settings())
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("missing.safetensors", r.stderr)
-        shipped = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models",
-                               "SmolLM2-135M-Instruct.dms.safetensors")
+        shipped = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.dms.safetensors")
         r = dms("retrofit", "--model", self.model, "--data", self.data, "--out", self.path("foreign-adapter"),
                 "--steps", "1", "--dms-adapter", shipped, *settings())
         self.assertEqual(r.returncode, 1, r.stderr)
@@ -232,8 +213,8 @@ class Retrofit(unittest.TestCase):
         if not cuda_devices():
             print("\nno CUDA device: the run on a GPU is not compared here")
             return
-        gpu = steps_of(read_log(self.run_to("cuda", 10, device="cuda")))
-        cpu = steps_of(read_log(self.straight))[:10]
+        gpu = losses(self.run_to("cuda", 10, device="cuda"))
+        cpu = losses(self.straight)[:10]
         # fp32 on two devices: sums in other orders; a decision within rounding of 0 may flip
         # (1/768 of frac each: 128 rows, 3 layers, 2 KV heads). Not yet measured on a GPU.
         for a, b in zip(cpu, gpu):

@@ -15,8 +15,8 @@ DMS_FIXTURES = the fixture folder, the Python with numpy and safetensors)
 import json
 import os
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -24,9 +24,10 @@ import unittest
 import numpy as np
 from safetensors.numpy import load_file
 
-DMS = os.environ.get("DMS_BIN", "build/dms")
-FIXTURES = os.environ["DMS_FIXTURES"]
-EVAL = os.path.join(FIXTURES, "eval")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import DMS, TIMEOUT, cuda_devices, dms, fixture, free_port, read_log, steps_of  # noqa: E402
+
+EVAL = fixture("eval")
 MODEL = os.path.join(EVAL, "tiny_base")
 DATA = os.path.join(EVAL, "text.txt")
 STEPS, SEQ_LEN = 4, 32
@@ -38,14 +39,9 @@ GRAD_NORM_TOLERANCE = 1e-3  # relative
 LOSS_TOLERANCE = 1e-4  # relative, for the logged losses and fraction (means of fp32 sums)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def retrofit_args(out, batch, steps=STEPS):
-    return [DMS, "retrofit", "--model", MODEL, "--data", DATA, "--heldout-fraction", "0",
+    """The arguments of dms for a retrofit run into out."""
+    return ["retrofit", "--model", MODEL, "--data", DATA, "--heldout-fraction", "0",
             "--steps", str(steps), "--seq-len", str(SEQ_LEN), "--dms-window", "4", "--batch", str(batch),
             "--target-cr", "4", "--ramp-steps", "1", "--lr", "1e-2", "--dms-scale", "5",
             "--dms-offset", "1", "--seed", "3", "--threads", "1", "--out", out]
@@ -59,20 +55,21 @@ def clean_env():
 
 
 def run_single(out, batch):
-    return subprocess.run(retrofit_args(out, batch), capture_output=True, text=True, timeout=600, env=clean_env())
+    return dms(*retrofit_args(out, batch), env=clean_env())
 
 
 def start_two_ranks(args):
+    """Two `dms args...` processes, ranks 0 and 1 of a data-parallel run."""
     port = str(free_port())
     procs = []
     for rank in range(2):
         env = clean_env()
         env.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port, LOCAL_RANK=str(rank))
-        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        procs.append(subprocess.Popen([DMS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     return procs
 
 
-def finish(procs, timeout=600):
+def finish(procs, timeout=TIMEOUT):
     results = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=timeout)
@@ -84,10 +81,9 @@ def run_two_ranks(out):
     return finish(start_two_ranks(retrofit_args(out, 1)))
 
 
-def steps_of(out):
-    with open(os.path.join(out, "log.jsonl"), encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return [r for r in records if r["type"] == "step"]
+def logged_steps(out):
+    """The step records of the run in out."""
+    return steps_of(read_log(out))
 
 
 def max_difference(a, b):
@@ -132,7 +128,7 @@ class RetrofitDataParallel(unittest.TestCase):
         self.assertGreater(lost, 100 * ADAPTER_TOLERANCE, "half the batch should train differently")
 
     def test_the_logs_agree(self):
-        one, two = steps_of(self.one), steps_of(self.two)
+        one, two = logged_steps(self.one), logged_steps(self.two)
         self.assertEqual(len(one), STEPS)
         self.assertEqual(len(two), STEPS)
         for a, b in zip(one, two):
@@ -146,12 +142,6 @@ class RetrofitDataParallel(unittest.TestCase):
                             f"step {a['step']}")
             for key in ("loss", "distill", "compress", "frac"):
                 self.assertLessEqual(abs(a[key] - b[key]), LOSS_TOLERANCE * abs(a[key]) + 1e-9, f"step {a['step']} {key}")
-
-
-def cuda_devices():
-    """How many CUDA devices the venv's torch sees here (0 without a GPU or driver)."""
-    import torch
-    return torch.cuda.device_count()
 
 
 class RetrofitDataParallelCuda(unittest.TestCase):
@@ -188,10 +178,10 @@ class RetrofitDataParallelInterrupt(unittest.TestCase):
             log = os.path.join(out, "log.jsonl")
             deadline = time.time() + 300
             while time.time() < deadline and procs[0].poll() is None:
-                if os.path.exists(log) and len(steps_of(out)) >= 2:
+                if os.path.exists(log) and len(logged_steps(out)) >= 2:
                     break
                 time.sleep(0.05)
-            self.assertGreaterEqual(len(steps_of(out)), 2, "the run did not start")
+            self.assertGreaterEqual(len(logged_steps(out)), 2, "the run did not start")
             procs[1].send_signal(signal.SIGINT)  # rank 1 only: rank 0 must learn of it
             started = time.time()
             (code0, err0), (code1, err1) = finish(procs, timeout=120)
@@ -199,7 +189,7 @@ class RetrofitDataParallelInterrupt(unittest.TestCase):
             self.assertEqual(code0, 130, err0)
             self.assertEqual(code1, 130, err1)
             self.assertIn("interrupted after step", err0)
-            done = len(steps_of(out))
+            done = len(logged_steps(out))
             self.assertLess(done, steps)
             with open(os.path.join(out, "checkpoint", "checkpoint.json"), encoding="utf-8") as f:
                 self.assertEqual(json.load(f)["step"], done)
@@ -207,7 +197,7 @@ class RetrofitDataParallelInterrupt(unittest.TestCase):
             results = finish(start_two_ranks(args + ["--resume"]))
             for rank, (code, stderr) in enumerate(results):
                 self.assertEqual(code, 0, f"rank {rank}: {stderr}")
-            self.assertEqual([r["step"] for r in steps_of(out)], list(range(1, steps + 1)))
+            self.assertEqual([r["step"] for r in logged_steps(out)], list(range(1, steps + 1)))
 
 
 class RetrofitBadLaunch(unittest.TestCase):
@@ -215,8 +205,7 @@ class RetrofitBadLaunch(unittest.TestCase):
         env = clean_env()
         env.update(variables)
         with tempfile.TemporaryDirectory() as tmp:
-            return subprocess.run(retrofit_args(os.path.join(tmp, "out"), 1), capture_output=True, text=True,
-                                  timeout=120, env=env)
+            return dms(*retrofit_args(os.path.join(tmp, "out"), 1), env=env)
 
     def test_bad_variables_are_errors_naming_them(self):
         port = str(free_port())
