@@ -89,6 +89,12 @@ class Info(unittest.TestCase):
         head_dim = info["hidden_size"] // info["attention_heads"]
         self.assertEqual(info["kv_bytes_per_token"]["bf16"], 2 * info["layers"] * info["kv_heads"] * head_dim * 2)
         self.assertEqual(info["file_bytes"], os.path.getsize(MODEL))
+        # Inference holds the matrices the kernels read as stored at their size in the file, the
+        # rest (norms) as f32.
+        as_stored = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "F16", "BF16"}
+        held = sum(int(t.n_bytes) if len(t.shape) == 2 and t.tensor_type.name in as_stored else 4 * int(t.n_elements)
+                   for t in g.tensors)
+        self.assertEqual(info["weight_bytes"], held)
 
     def test_default_model_is_used_without_arguments(self):
         r = dms("info", "--json", env={**os.environ, "DMS_MODEL": MODEL})
