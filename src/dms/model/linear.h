@@ -17,7 +17,7 @@ struct LinearWeight {
   int64_t cols = 0;                 // `in`, when quantized()
 
   LinearWeight() = default;
-  LinearWeight(at::Tensor float_weight) : tensor(std::move(float_weight)) {}  // NOLINT: a float weight is one
+  LinearWeight(at::Tensor float_weight) : tensor(std::move(float_weight)) {}  // NOLINT: implicit, a float tensor is a weight
   // Rows of `type` as stored: bytes [out, ggml_row_bytes(type, cols)].
   static LinearWeight quantized_rows(at::Tensor bytes, GgmlType type, int64_t cols);
 
