@@ -11,5 +11,6 @@ int run_bench(int argc, char** argv);
 int run_eval(int argc, char** argv);
 int run_gen_data(int argc, char** argv);
 int run_retrofit(int argc, char** argv);
+int run_serve(int argc, char** argv);
 
 }  // namespace dms::cli

@@ -17,6 +17,7 @@ struct Subcommand {
 constexpr Subcommand kSubcommands[] = {
     {"generate", dms::cli::run_generate, "continue a prompt (argument or stdin), streaming the text"},
     {"chat", dms::cli::run_chat, "talk with a model, turn by turn, using its chat template"},
+    {"serve", dms::cli::run_serve, "an OpenAI-compatible HTTP server over the compressed KV cache"},
     {"info", dms::cli::run_info, "describe a checkpoint: architecture, size, KV bytes per token"},
     {"bench", dms::cli::run_bench, "decode speed and KV memory of cache policies over contexts and batches"},
     {"eval", dms::cli::run_eval, "quality of cache policies against dense at matched compression"},

@@ -52,7 +52,9 @@ Engine::~Engine() = default;
 
 Engine::Request& Engine::get(int64_t id) const {
   if (id < 0 || id >= static_cast<int64_t>(requests_.size())) fail("engine", "no request " + std::to_string(id));
-  return *requests_[static_cast<size_t>(id)];
+  const auto& r = requests_[static_cast<size_t>(id)];
+  if (!r) fail("engine", "request " + std::to_string(id) + " was released");
+  return *r;
 }
 
 int64_t Engine::submit(std::vector<int32_t> prompt, GenerationParams params, TextCallback on_text,
@@ -99,6 +101,15 @@ void Engine::release(int64_t request) {
   Request& r = get(request);
   if (!r.result.finished) fail("engine", "request " + std::to_string(request) + " has not finished");
   if (r.seq >= 0) cache_.remove_sequence(r.seq);
+  requests_[static_cast<size_t>(request)].reset();
+}
+
+void Engine::abort(int64_t request) {
+  Request& r = get(request);
+  if (r.result.finished) return;
+  waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), &r), waiting_.end());
+  finish(r, "aborted");
+  if (r.seq >= 0) cache_.remove_sequence(r.seq);
   r.seq = -1;
 }
 
@@ -131,13 +142,37 @@ std::vector<Engine::Request*> Engine::schedule(std::vector<StepSequence>& step, 
   return scheduled;
 }
 
+// In arrival order while the pools have room for each one's first chunk; the first always goes
+// in when nothing runs (alone and still too big, it ends with "kv cache full").
 void Engine::admit_waiting() {
+  int64_t claimed = 0;
   while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < options_.max_running) {
     Request* r = waiting_.front();
+    if (!running_.empty() && !has_room_for(*r, claimed)) break;
     waiting_.erase(waiting_.begin());
     r->seq = cache_.add_sequence();
     running_.push_back(r);
   }
+}
+
+// Admission follows the blocks the pools really have free, so a cache whose policy evicts admits
+// more sequences than a dense one of the same size. Every pool must keep, besides what this round
+// already admitted (`claimed`), the most the running sequences' next shares could take (the
+// blocks of a full prefill chunk, or one block per KV head for a decoder) and the blocks of `r`'s
+// first chunk. Later chunks are not reserved: when they do not fit, the engine preempts.
+bool Engine::has_room_for(const Request& r, int64_t& claimed) const {
+  const int64_t block = cache_.options().block_size, heads = cache_.n_kv_heads();
+  const auto blocks_for = [&](const Request& q) {
+    const int64_t chunk = std::min(q.pending(), options_.max_step_tokens);
+    return heads * ((chunk + block - 1) / block);
+  };
+  int64_t reserved = claimed;
+  for (const Request* q : running_) reserved += blocks_for(*q);
+  const int64_t need = blocks_for(r);
+  for (int64_t l = 0; l < cache_.n_layers(); ++l)
+    if (cache_.pool(l).free_blocks() - reserved < need) return false;
+  claimed += need;
+  return true;
 }
 
 // In admission order, so the latest admitted is the last: one token for each decoding sequence

@@ -80,8 +80,14 @@ class Engine {
   void run();
 
   const GenerationResult& result(int64_t request) const;
-  // Gives a finished request's kept cache back.
+  // Forgets a finished request: its kept cache goes back to the pools and its result is gone
+  // (a server's engine lives for days; every request it ran must not stay in memory).
   void release(int64_t request);
+  // Ends a request now, waiting or running: its blocks go back to the pools and its result says
+  // "aborted" (with what it generated so far).
+  void abort(int64_t request);
+  int64_t running() const { return static_cast<int64_t>(running_.size()); }
+  int64_t waiting() const { return static_cast<int64_t>(waiting_.size()); }
   const EngineStats& stats() const { return stats_; }
   const PagedKVCache& cache() const { return cache_; }
 
@@ -101,6 +107,7 @@ class Engine {
   std::vector<Request*> schedule(std::vector<StepSequence>& step, std::vector<int32_t>& ids);
   // The steps of schedule, in order.
   void admit_waiting();
+  bool has_room_for(const Request& r, int64_t& claimed) const;
   void share_token_budget(std::vector<Share>& shares) const;
   void fit_in_memory(std::vector<Share>& shares, std::vector<StepSequence>& step);
   void give_way(std::vector<Share>& shares);
@@ -112,7 +119,7 @@ class Engine {
   const Model& model_;
   PagedKVCache& cache_;
   EngineOptions options_;
-  std::vector<std::unique_ptr<Request>> requests_;  // indexed by id
+  std::vector<std::unique_ptr<Request>> requests_;  // indexed by id; null once released
   std::vector<Request*> waiting_;                   // not yet in the cache, in arrival order
   std::vector<Request*> running_;                   // in the cache, in admission order
   EngineStats stats_;

@@ -1,0 +1,50 @@
+// The HTTP face of `dms serve`: OpenAI's endpoints over a Generator. Handlers only translate:
+// protocol.h parses and validates, the Generator runs, the request's channel brings the text back.
+//
+//   POST /v1/chat/completions, /v1/completions   (stream: server-sent events)
+//   GET  /v1/models, /health, /metrics           (Prometheus text)
+//   POST /tokenize, /detokenize
+//
+// With an API key, /v1/*, /tokenize and /detokenize need "Authorization: Bearer KEY"; /health and
+// /metrics stay open for probes and scrapers.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "dms/serve/generator.h"
+#include "dms/serve/metrics.h"
+#include "dms/serve/protocol.h"
+
+namespace dms::serve {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;                       // 0: any free port (bind() returns it)
+  std::string api_key;                   // empty: no key needed
+  int64_t max_body_bytes = 4 << 20;      // larger bodies get 413
+  int64_t max_n = 16;                    // most choices per request
+  int threads = 64;                      // HTTP threads: each open stream holds one
+};
+
+class HttpServer {
+ public:
+  HttpServer(ServedModel model, Generator& generator, ServeMetrics& metrics, ServerOptions options);
+  ~HttpServer();
+  // Binds the listening socket; returns the port. Throws Error when it cannot.
+  int bind();
+  // Serves until stop(); call bind() first.
+  void run();
+  // From now on completions are refused (503) and /health answers 503; open streams go on.
+  void drain();
+  // Closes the listening socket; run() returns once the open connections are done.
+  void stop();
+  // Responses still streaming.
+  int64_t open_streams() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dms::serve
