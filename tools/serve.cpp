@@ -1,5 +1,6 @@
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -47,6 +48,15 @@ int run_serve(int argc, char** argv) {
       .option("max-body", "BYTES", "largest request body; larger get 413", "4MiB")
       .option("shutdown-grace", "SECONDS", "after SIGINT/SIGTERM, how long running requests may go on", "10");
   if (!args.parse(argc, argv)) return 0;
+  // SIGINT and SIGTERM are taken by sigwait below: blocked before any thread starts (the model's
+  // loader starts the OpenMP pool), so that every thread inherits the mask and none dies of them.
+  // A client gone mid-write must not kill the server either.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
   serve::ServerOptions so;
   so.host = args.str("host");
   so.port = static_cast<int>(args.integer("port"));
@@ -81,15 +91,6 @@ int run_serve(int argc, char** argv) {
   served.context_length = c.max_position;
   served.eos_ids = c.eos_ids;
 
-  // SIGINT and SIGTERM are taken by sigwait below: blocked here, before any thread starts, so
-  // that every thread inherits the mask. A client gone mid-write must not kill the server.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
   serve::ServeMetrics metrics;
   serve::EngineWorker worker(model, *cache, eo, max_queue, metrics);
   serve::HttpServer http(served, worker, metrics, so);
@@ -107,12 +108,14 @@ int run_serve(int argc, char** argv) {
   std::fprintf(stderr, "serving '%s' on http://%s:%d (at most %lld running, %lld queued)\n", served.name.c_str(),
                so.host.c_str(), port, static_cast<long long>(eo.max_running), static_cast<long long>(max_queue));
 
+  std::atomic<bool> stopping{false};
   std::thread listener([&] {
     http.run();
-    kill(getpid(), SIGTERM);  // run() returned on its own (the socket failed): shut down too
+    if (!stopping) kill(getpid(), SIGTERM);  // run() returned on its own (the socket failed): shut down too
   });
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
+  stopping = true;
   std::fprintf(stderr, "serve: %s: refusing new requests, %s for running ones to finish\n", strsignal(signal_number),
                duration_text(grace).c_str());
   http.drain();
