@@ -133,6 +133,59 @@ TEST(Engine, StopTokensAndStopStringsEndRequests) {
   EXPECT_EQ(engine.result(b).text, full.substr(0, full.find(full.substr(3, 2))));
 }
 
+TEST(Engine, AbortedRequestsGiveTheirBlocksBackAndOthersGoOnUnchanged) {
+  const Model& m = default_model();
+  const int64_t n = 10;
+  auto cache = dense_cache(m, 64);
+  Engine engine(m, *cache, EngineOptions{.max_step_tokens = 16, .max_running = 2});
+  std::vector<int64_t> ids;
+  for (const auto& text : kPrompts) ids.push_back(engine.submit(prompt(m, text), greedy_params(n)));
+  for (int i = 0; i < 6; ++i) engine.step();
+  ASSERT_EQ(engine.running(), 2);
+  ASSERT_EQ(engine.waiting(), 2);
+  engine.abort(ids[1]);  // running, mid-generation
+  engine.abort(ids[3]);  // still waiting
+  EXPECT_EQ(engine.running(), 1);
+  EXPECT_EQ(engine.waiting(), 1);
+  engine.run();
+  for (int64_t i : {1, 3}) {
+    EXPECT_EQ(engine.result(ids[i]).stop_reason, "aborted");
+    EXPECT_LT(static_cast<int64_t>(engine.result(ids[i]).tokens.size()), n);
+  }
+  for (int64_t i : {0, 2})
+    EXPECT_EQ(as_int64(engine.result(ids[i]).tokens), greedy(*m.transformer, as_int64(prompt(m, kPrompts[i])), n));
+  EXPECT_EQ(cache->stats().blocks_used, 0);
+  engine.abort(ids[0]);  // finished: nothing to do
+  EXPECT_EQ(engine.result(ids[0]).stop_reason, "max tokens");
+  engine.release(ids[0]);
+  EXPECT_THROW(engine.result(ids[0]), Error) << "a released request is forgotten";
+}
+
+// Requests enter as the pools' free blocks allow, so with the same pools a policy that evicts
+// runs more sequences at once than dense, and dense never has to preempt what it admitted.
+TEST(Engine, AdmissionFollowsTheBlocksThePoolsHaveFree) {
+  const Model& m = default_model();
+  const auto max_running_of = [&](std::unique_ptr<EvictionPolicy> policy, int64_t& preemptions) {
+    // Block size 4, 90 blocks per layer: 30 per KV head. Each prompt takes 4-6 blocks per head.
+    PagedKVCache cache(m.info.config, PagedCacheOptions{at::kFloat, 4, 90}, std::move(policy));
+    Engine engine(m, cache, EngineOptions{.max_step_tokens = 64, .max_running = 16});
+    for (int i = 0; i < 12; ++i) engine.submit(prompt(m, kPrompts[i % kPrompts.size()]), greedy_params(24));
+    int64_t most = 0;
+    while (!engine.idle()) {
+      engine.step();
+      most = std::max(most, engine.running());
+    }
+    EXPECT_EQ(cache.stats().blocks_used, 0);
+    preemptions = engine.stats().preemptions;
+    return most;
+  };
+  int64_t dense_preemptions = 0, dms_preemptions = 0;
+  const int64_t dense = max_running_of(make_dense_policy(), dense_preemptions);
+  const int64_t dms = max_running_of(make_dms_policy({.window = 4, .forced_fraction = 0.875}), dms_preemptions);
+  EXPECT_GT(dms, dense) << "dense " << dense << ", dms " << dms << " (preemptions " << dense_preemptions << ", " << dms_preemptions << ")";
+  EXPECT_LT(dense, 12) << "the pools were meant to be too small for every request at once";
+}
+
 TEST(Engine, BadRequestsAreRefused) {
   const Model& m = default_model();
   auto cache = dense_cache(m, 64);

@@ -145,10 +145,9 @@ std::vector<Engine::Request*> Engine::schedule(std::vector<StepSequence>& step, 
 // In arrival order while the pools have room for each one's first chunk; the first always goes
 // in when nothing runs (alone and still too big, it ends with "kv cache full").
 void Engine::admit_waiting() {
-  int64_t claimed = 0;
   while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < options_.max_running) {
     Request* r = waiting_.front();
-    if (!running_.empty() && !has_room_for(*r, claimed)) break;
+    if (!running_.empty() && !has_room_for(*r)) break;
     waiting_.erase(waiting_.begin());
     r->seq = cache_.add_sequence();
     running_.push_back(r);
@@ -156,22 +155,21 @@ void Engine::admit_waiting() {
 }
 
 // Admission follows the blocks the pools really have free, so a cache whose policy evicts admits
-// more sequences than a dense one of the same size. Every pool must keep, besides what this round
-// already admitted (`claimed`), the most the running sequences' next shares could take (the
-// blocks of a full prefill chunk, or one block per KV head for a decoder) and the blocks of `r`'s
-// first chunk. Later chunks are not reserved: when they do not fit, the engine preempts.
-bool Engine::has_room_for(const Request& r, int64_t& claimed) const {
+// more sequences than a dense one of the same size. Every pool must hold, besides the most the
+// running sequences' next shares could take (a full prefill chunk's blocks, or one block per KV
+// head for a decoder; those admitted this round included), the blocks of `r`'s first chunk.
+// Later chunks are not reserved: when they do not fit, the engine preempts.
+bool Engine::has_room_for(const Request& r) const {
   const int64_t block = cache_.options().block_size, heads = cache_.n_kv_heads();
   const auto blocks_for = [&](const Request& q) {
     const int64_t chunk = std::min(q.pending(), options_.max_step_tokens);
     return heads * ((chunk + block - 1) / block);
   };
-  int64_t reserved = claimed;
+  int64_t reserved = 0;
   for (const Request* q : running_) reserved += blocks_for(*q);
   const int64_t need = blocks_for(r);
   for (int64_t l = 0; l < cache_.n_layers(); ++l)
     if (cache_.pool(l).free_blocks() - reserved < need) return false;
-  claimed += need;
   return true;
 }
 

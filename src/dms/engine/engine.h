@@ -107,7 +107,7 @@ class Engine {
   std::vector<Request*> schedule(std::vector<StepSequence>& step, std::vector<int32_t>& ids);
   // The steps of schedule, in order.
   void admit_waiting();
-  bool has_room_for(const Request& r, int64_t& claimed) const;
+  bool has_room_for(const Request& r) const;
   void share_token_budget(std::vector<Share>& shares) const;
   void fit_in_memory(std::vector<Share>& shares, std::vector<StepSequence>& step);
   void give_way(std::vector<Share>& shares);
