@@ -5,6 +5,7 @@
 #include <atomic>
 #include <ctime>
 #include <random>
+#include <thread>
 
 #include "dms/util/error.h"
 
@@ -65,6 +66,7 @@ struct HttpServer::Impl {
   httplib::Server http;
   std::atomic<bool> draining{false};
   std::atomic<int64_t> open_streams{0};
+  std::atomic<bool> stopped{false}, in_run{false};
 
   Impl(ServedModel m, Generator& g, ServeMetrics& mt, ServerOptions o)
       : model(std::move(m)), generator(g), metrics(mt), options(std::move(o)) {}
@@ -290,9 +292,22 @@ int HttpServer::bind() {
   return m.options.port;
 }
 
-void HttpServer::run() { impl_->http.listen_after_bind(); }
+void HttpServer::run() {
+  impl_->in_run = true;
+  if (!impl_->stopped) impl_->http.listen_after_bind();
+  impl_->in_run = false;
+}
+
 void HttpServer::drain() { impl_->draining = true; }
-void HttpServer::stop() { impl_->http.stop(); }
+
+void HttpServer::stop() {
+  impl_->stopped = true;
+  // httplib's stop() does nothing before listen_after_bind() has begun listening: a stop() that
+  // comes while run() is on its way there (a signal at start-up) waits until it listens.
+  while (impl_->in_run && !impl_->http.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  impl_->http.stop();
+}
+
 int64_t HttpServer::open_streams() const { return impl_->open_streams; }
 
 }  // namespace dms::serve

@@ -37,7 +37,8 @@ class HttpServer {
   void run();
   // From now on completions are refused (503) and /health answers 503; open streams go on.
   void drain();
-  // Closes the listening socket; run() returns once the open connections are done.
+  // Closes the listening socket; run() returns once the open connections are done. Before run(),
+  // makes run() return at once.
   void stop();
   // Responses still streaming.
   int64_t open_streams() const;
