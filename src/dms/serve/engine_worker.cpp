@@ -87,8 +87,8 @@ void EngineWorker::loop() {
       // Not expected: the engine refused its own bookkeeping. Nothing it holds can go on.
       std::fprintf(stderr, "serve: engine error: %s; aborting %zu sequences\n", e.what(), active.size());
       for (Active& a : active) {
-        a.job.channel->push({a.job.index, "", Finish{"error", e.what(), static_cast<int64_t>(a.tokens)}});
         metrics_.finished("error");
+        a.job.channel->push({a.job.index, "", Finish{"error", e.what(), static_cast<int64_t>(a.tokens)}});
         try {
           engine_.abort(a.request);
           engine_.release(a.request);
@@ -122,8 +122,8 @@ void EngineWorker::start_jobs(std::vector<GenerationJob>& jobs, std::vector<Acti
       a.request = id;
       active.push_back(std::move(a));
     } catch (const std::exception& e) {
-      job.channel->push({job.index, "", Finish{"error", e.what(), 0}});
       metrics_.finished("error");
+      job.channel->push({job.index, "", Finish{"error", e.what(), 0}});
     }
   }
 }
@@ -167,10 +167,11 @@ void EngineWorker::collect(std::vector<Active>& active) {
     }
     const Finish finish{a.error.empty() ? finish_reason(r.stop_reason) : "error", a.error,
                         static_cast<int64_t>(r.tokens.size())};
-    a.job.channel->push({a.job.index, "", finish});
+    // Counted before the client hears of it, so a scrape right after the response adds up.
     metrics_.finished(finish.reason);
     metrics_.request_latency(seconds_between(a.job.arrived, now));
     metrics_.evicted(std::llround(r.cache.eviction_fraction * static_cast<double>(r.cache.tokens_seen * heads)));
+    a.job.channel->push({a.job.index, "", finish});
     const double rate = r.generation_seconds > 0 ? static_cast<double>(r.tokens.size()) / r.generation_seconds : 0;
     std::fprintf(stderr,
                  "request %s: %lld prompt + %lld generated tokens, ttft %.3f s, %.1f tok/s, compression %.2f, %s\n",

@@ -106,8 +106,7 @@ void HttpServer::Impl::completion(const httplib::Request& req, httplib::Response
   if (draining) throw ApiError(503, "the server is shutting down");
   const CompletionRequest r = parse_completion_request(req.body, endpoint, options.max_n);
   if (!r.model.empty() && r.model != model.name)
-    throw ApiError(404, "the model '" + r.model + "' does not exist; this server serves '" + model.name + "'", "model",
-                   "model_not_found");
+    throw ApiError(404, "the model '" + r.model + "' does not exist; this server serves '" + model.name + "'", "model");
   const PreparedPrompt p = prepare_prompt(r, model);
 
   auto s = std::make_shared<Stream>();

@@ -2,14 +2,19 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 namespace dms::serve {
 
 namespace {
 
+// The shortest text that reads back as x: "0.1", not "0.10000000000000001".
 std::string number(double x) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", x);
+  for (int precision = 6; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, x);
+    if (std::strtod(buf, nullptr) == x) break;
+  }
   return buf;
 }
 
