@@ -14,7 +14,8 @@
 # allocation (computed from the GGUF) is drawn beside dms serve's peak bytes held.
 #
 # Writes <out>/<server>.json (serve_load.py reports), <out>/serve.png and, per server,
-# <out>/<server>.log (its stderr). The default sweep takes about 20 minutes on 2 cores.
+# <out>/<server>.log (its stderr). The default sweep took 18 minutes on 2 idle cores (llama-server
+# 8.5, dms serve 9 for both policies), most of it prefill of the 92K prompt tokens per server.
 #
 # llama-server is built outside the clone, in $DMS_CACHE/llama.cpp, from the llama-cpp-python
 # sdist, in the same build directory as bench/vs-llama-cpp.sh's llama-bench; it never enters the
@@ -93,6 +94,11 @@ max_c=$(tr , '\n' <<<"$concurrency" | sort -n | tail -1)
 slot_ctx=$(((((${prompt_tokens#*:} + max_tokens) * 11 / 10 + 255) / 256) * 256))
 mkdir -p "$out"
 lscpu | grep -m1 'Model name'
+# ggml's and OpenMP's thread pools spin at barriers: a compile beside them made llama-server's
+# decode 10x slower here (213 against 23 ms per token), so say when the machine is not idle.
+load=$(cut -d' ' -f1 /proc/loadavg)
+awk -v l="$load" 'BEGIN { exit !(l > 0.5) }' &&
+  echo "warning: load average $load before starting; other work on these cores skews every number" >&2
 echo "model $model, $threads threads, KV budget $kv_budget, concurrency $concurrency, prompts $prompt_tokens tokens," \
   "max_tokens $max_tokens; $(git rev-parse --short HEAD) dms.cpp, llama.cpp $version (sdist)"
 

@@ -19,14 +19,18 @@ Output tokens come from the server's usage (stream_options.include_usage) when i
 from the number of non-empty chunks. Requests ask for --max-tokens; not every server honours
 `ignore_eos`, so the actual output length is reported (--ignore-eos sends it anyway).
 
-"Max concurrent streams sustained" is the highest C at which all C requests ran at once: the
-server's running gauge peaked at C, and so did the client-side count of streams between their
-first token and their end (dms serve counts a request as running from admission, which with
-chunked prefill can come before its cache does; a request that streams tokens surely runs),
-with no request preempted for memory (dms_preemptions_total) and none failed. The waiting gauge's
-peak is reported but not required to be 0: in a closed loop a new request may wait for the
-current engine step even when there is room for it. The running gauge's mean over the level's
-polls is reported too. Without a running gauge, the client-side count alone decides.
+"Max concurrent streams sustained" is the highest C at which the server ran all C requests at
+once without running out of cache: its running gauge peaked at C, no request was preempted for
+memory (dms_preemptions_total), the cache never filled (dms_kv_blocks_used below _total) and
+none failed. Why not "nothing ever waited": in a closed loop a new request waits for the current
+engine step (a prefill chunk, about a second here) even when there is room, so dms serve's
+waiting gauge is above 0 at every level past C=1. Why the cache must not fill: dms serve counts a
+request as running from admission, which needs room for its first prefill chunk only; in a full
+cache, admitted requests stall mid-prefill while still counted. Also reported per level: the
+running gauge's mean over the polls, and "streams", the client-side peak of requests between
+their first token and their end (decoding at once; it stays below C when prefill is the
+bottleneck and a reply ends before the next prompt is in). Without a running gauge, streams
+decides.
 
 The client runs on the same machine as the server and takes CPU from it (the openai client
 parses every chunk in Python): compare servers under the same client, not against offline numbers.
@@ -371,12 +375,14 @@ def derive(level, c):
     level["preemptions"] = level.get("counter_deltas", {}).get("dms_preemptions_total")
     running = [r[1] for r in level.get("metric_series", {}).get("rows", []) if r[1] is not None]
     level["mean_running"] = sum(running) / len(running) if running else None
-    ok = level["client_peak_streaming"] >= c and not level["preemptions"] and not level["errors"]
+    used, total = level["peak_kv_blocks_used"], level["peak_kv_blocks_total"]
+    level["kv_full"] = used >= total if used is not None and total else None
     if level["peak_running"] is not None:
-        level["sustained"] = ok and level["peak_running"] >= c
-        level["sustained_from"] = "server running gauge and client streams"
+        level["sustained"] = (level["peak_running"] >= c and not level["preemptions"] and not level["kv_full"]
+                              and not level["errors"])
+        level["sustained_from"] = "server gauges"
     else:
-        level["sustained"] = ok
+        level["sustained"] = level["client_peak_streaming"] >= c and not level["errors"]
         level["sustained_from"] = "client streams"
 
 
@@ -388,11 +394,14 @@ def print_table(doc):
     mib = 1 / 2**20
     head = (f"{'C':>3} {'ok':>4} {'err':>3} {'out tok/s':>9} {'prompt tok/s':>12} {'req/s':>6} {'prompt':>6} "
             f"{'out':>5} {'TTFT p50/p90/p99 s':>20} {'TPOT p50/p90/p99 ms':>21} {'ITL p50/p99 ms':>15} "
-            f"{'run peak/mean':>13} {'streams':>7} {'wait':>4} {'preempt':>7} {'KV held MiB':>11} {'dense MiB':>9}")
+            f"{'run peak/mean':>13} {'streams':>7} {'wait':>4} {'preempt':>7} {'KV held MiB':>11} {'dense MiB':>9} "
+            f"{'blocks %':>8}")
     print(f"{doc['label']}  ({doc['cpu']}; {doc['settings']['endpoint']}, max_tokens {doc['settings']['max_tokens']})")
     print(head)
     for lv in doc["levels"]:
         t, p, i = lv["ttft_s"], lv["tpot_s"], lv["itl_s"]
+        used, total = lv["peak_kv_blocks_used"], lv["peak_kv_blocks_total"]
+        blocks = used / total if used is not None and total else None
         print(f"{lv['concurrency']:>3} {lv['completed']:>4} {lv['errors']:>3} {lv['output_tokens_per_s']:>9.1f} "
               f"{lv['prompt_tokens_per_s']:>12.1f} {lv['requests_per_s']:>6.2f} {fmt(lv['prompt_tokens']['mean']):>6} "
               f"{fmt(lv['output_tokens_per_request']['mean']):>5} "
@@ -401,7 +410,8 @@ def print_table(doc):
               f"{fmt(i['p50'], 1e3, 1) + '/' + fmt(i['p99'], 1e3, 1):>15} "
               f"{fmt(lv['peak_running']) + '/' + fmt(lv['mean_running'], 1, 1):>13} {lv['client_peak_streaming']:>7} "
               f"{fmt(lv['peak_waiting']):>4} {fmt(lv['preemptions']):>7} "
-              f"{fmt(lv['peak_kv_bytes_held'], mib, 1):>11} {fmt(lv['peak_kv_dense_bytes'], mib, 1):>9}")
+              f"{fmt(lv['peak_kv_bytes_held'], mib, 1):>11} {fmt(lv['peak_kv_dense_bytes'], mib, 1):>9} "
+              f"{fmt(blocks, 100, 0):>8}")
     for lv in doc["levels"]:
         for e in lv["error_samples"]:
             print(f"  C={lv['concurrency']} error: {e}")
