@@ -156,7 +156,8 @@ def main():
         m = metrics(port)
         series.append({"t": round(time.time() - start, 1), "rss": rss_bytes(proc.pid),
                        "running": m.get("dms_requests_running", 0), "waiting": m.get("dms_requests_waiting", 0),
-                       "kv_blocks_used": m.get("dms_kv_blocks_used", 0)})
+                       "kv_blocks_used": m.get("dms_kv_blocks_used", 0),
+                       "kv_bytes_held_peak": m.get("dms_kv_bytes_held_peak", 0)})
         with counts.lock:
             done = sum(counts.ok.values())
         print(f"{series[-1]['t']:7.1f} s  rss {series[-1]['rss'] / 2**20:7.1f} MiB  running {series[-1]['running']:3.0f}"

@@ -79,6 +79,9 @@ int run_serve(int argc, char** argv) {
   Model model = load_model_from_args(args, ShippedAdapter::Apply);
   const ModelConfig& c = model.info.config;
   auto cache = make_cache_from_args(args, model, 4, c.max_position);
+  // The whole --kv-budget is taken now: a server's memory should not grow as traffic first
+  // reaches the far blocks of its pools, and a budget the machine cannot back fails here.
+  cache->make_resident();
 
   serve::ServedModel served;
   served.name = args.has("served-model-name") ? args.str("served-model-name")

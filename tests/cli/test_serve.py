@@ -6,6 +6,7 @@ report; the error cases check status, OpenAI's error shape and the field named.
 
 Run: python tests/cli/test_serve.py  (env: DMS_BIN = the dms binary, DMS_DEFAULT_MODEL = the GGUF)
 """
+import http.client
 import json
 import os
 import re
@@ -18,7 +19,6 @@ import threading
 import time
 import unittest
 
-import http.client
 import openai
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -125,6 +125,12 @@ def wait_until(condition, timeout=30, what="condition"):
         if time.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def story_stream(server, max_tokens):
+    """A greedy streamed completion of STORY that runs to max_tokens."""
+    return server.client().completions.create(model=NAME, prompt=STORY, max_tokens=max_tokens, temperature=0,
+                                              stream=True, extra_body={"ignore_eos": True})
 
 
 def chat(client, content, **kw):
@@ -384,9 +390,7 @@ class ServeLimitsTest(unittest.TestCase):
 
     def test_sigterm_ends_streams_cleanly_and_exits_0(self):
         s = Server("--shutdown-grace", "0")
-        client = s.client()
-        stream = client.completions.create(model=NAME, prompt=STORY, max_tokens=2000, temperature=0, stream=True,
-                                           extra_body={"ignore_eos": True})
+        stream = story_stream(s, 2000)
         chunks = []
         for c in stream:
             chunks.append(c)
@@ -399,9 +403,7 @@ class ServeLimitsTest(unittest.TestCase):
 
     def test_sigint_lets_running_requests_finish_within_the_grace(self):
         s = Server("--shutdown-grace", "60")
-        client = s.client()
-        stream = client.completions.create(model=NAME, prompt=STORY, max_tokens=30, temperature=0, stream=True,
-                                           extra_body={"ignore_eos": True})
+        stream = story_stream(s, 30)
         chunks = []
         for c in stream:
             chunks.append(c)

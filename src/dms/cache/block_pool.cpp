@@ -36,6 +36,11 @@ void BlockPool::release(int32_t block) {
   free_.push_back(block);
 }
 
+void BlockPool::make_resident() {
+  keys_.zero_();
+  values_.zero_();
+}
+
 int64_t BlockPool::used_blocks() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return num_blocks_ - static_cast<int64_t>(free_.size());

@@ -21,6 +21,9 @@ class BlockPool {
   // PagedKVCache checks a step's needs before it starts, so it never reaches that.
   int32_t allocate();
   void release(int32_t block);
+  // Writes every block once, so that the whole pool is resident now rather than page by page as
+  // sequences first reach it (a server takes its memory when it starts).
+  void make_resident();
 
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_size() const { return block_size_; }

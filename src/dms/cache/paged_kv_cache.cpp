@@ -87,6 +87,11 @@ std::vector<int64_t> PagedKVCache::blocks_needed(const std::vector<StepSequence>
   return needed;
 }
 
+void PagedKVCache::make_resident() {
+  if (in_step_) fail("kv cache", "make_resident during a step");
+  for (auto& pool : pools_) pool->make_resident();
+}
+
 int64_t PagedKVCache::blocks_short(const std::vector<StepSequence>& step) const {
   const auto needed = blocks_needed(step);
   int64_t short_by = 0;

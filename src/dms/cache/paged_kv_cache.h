@@ -140,6 +140,8 @@ class PagedKVCache : public AttentionBackend {
   std::vector<int32_t> live_positions(SequenceId id, int64_t layer, int64_t kv_head) const;
   const HeadCache& head(SequenceId id, int64_t layer, int64_t kv_head) const;
   const BlockPool& pool(int64_t layer) const { return *pools_.at(layer); }
+  // Every pool's memory resident now (BlockPool::make_resident). Not during a step.
+  void make_resident();
   const EvictionPolicy& policy() const { return *policy_; }
   const PagedCacheOptions& options() const { return options_; }
   int64_t n_layers() const { return n_layers_; }
