@@ -20,22 +20,22 @@ constexpr auto kPoll = std::chrono::milliseconds(100);
 // is the only way to notice a client that went away while its request waits or prefills.
 constexpr auto kHeartbeat = std::chrono::seconds(1);
 
-std::string random_hex(size_t digits) {
+// Request ids and seeds: one generator for every HTTP thread.
+uint64_t random_u64() {
   static std::mutex mutex;
   static std::mt19937_64 rng(std::random_device{}());
   std::lock_guard<std::mutex> lock(mutex);
+  return rng();
+}
+
+std::string random_hex(size_t digits) {
   static const char* hex = "0123456789abcdef";
   std::string out;
-  for (size_t i = 0; i < digits; ++i) out += hex[rng() & 15];
+  for (size_t i = 0; i < digits; ++i) out += hex[random_u64() & 15];
   return out;
 }
 
-uint64_t random_seed() {
-  static std::mutex mutex;
-  static std::mt19937_64 rng(std::random_device{}());
-  std::lock_guard<std::mutex> lock(mutex);
-  return rng() & 0x7fffffffffffffffULL;
-}
+uint64_t random_seed() { return random_u64() & 0x7fffffffffffffffULL; }
 
 void send_json(httplib::Response& res, const json& body, int status = 200) {
   res.status = status;
