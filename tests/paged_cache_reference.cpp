@@ -62,9 +62,22 @@ double relative_error(const at::Tensor& ours, const at::Tensor& ref) {
   return diff / std::max(1.0, r.abs().max().item<double>());
 }
 
+at::Tensor stored_values(const at::Tensor& x, at::ScalarType dtype) {
+  if (dtype != at::kChar) return x.to(dtype).to(at::kDouble);
+  const int64_t D = x.size(-1), group = D % 32 == 0 ? 32 : D;
+  std::vector<int64_t> grouped(x.sizes().begin(), x.sizes().end() - 1);
+  grouped.push_back(D / group);
+  grouped.push_back(group);
+  const at::Tensor g = x.to(at::kFloat).reshape(grouped);
+  const at::Tensor scale = (std::get<0>(g.abs().max(-1, true)) / 127.0f).to(at::kHalf).to(at::kFloat);
+  const at::Tensor levels = at::where(scale > 0, at::round(g / scale).clamp(-127, 127), at::zeros_like(g));
+  return (levels * scale).reshape(x.sizes()).to(at::kDouble);
+}
+
 DmsDriver::DmsDriver(const ModelConfig& shape, const PagedCacheOptions& options, int64_t window, double flag_fraction,
                      uint64_t seed)
-    : shape_(shape),
+    : reference_dtype(options.kv_dtype),
+      shape_(shape),
       options_(options),
       window_(window),
       flag_fraction_(flag_fraction),
@@ -108,7 +121,7 @@ double DmsDriver::step(const std::vector<StepSequence>& step) {
     int64_t row = 0;
     for (const auto& s : step) {
       History& h = history_.at(s.id);
-      auto rounded = [&](const at::Tensor& x) { return x.narrow(0, row, s.n_tokens).to(options_.kv_dtype).to(at::kDouble); };
+      auto rounded = [&](const at::Tensor& x) { return stored_values(x.narrow(0, row, s.n_tokens), reference_dtype); };
       h.k[layer] = at::cat({h.k[layer], rounded(in.k)});
       h.v[layer] = at::cat({h.v[layer], rounded(in.v)});
       h.logits[layer] = at::cat({h.logits[layer], in.logits.narrow(0, row, s.n_tokens)});

@@ -31,6 +31,12 @@ at::Tensor dms_visibility(int64_t first_pos, int64_t T, const at::Tensor& logits
 // iff it is unflagged or some later query can still see it (j + window + 1 > last + 1).
 std::vector<int32_t> dms_expected_live(const at::Tensor& logits_of_head, int64_t last, int64_t window);
 
+// The values a cache of `dtype` stores for x [..., D], as double: x rounded to f32/bf16/f16, or for
+// q8 (cpu::kQ8) re-derived here in plain tensor ops from kv_quant.h's rule: per group of 32
+// values (of D when 32 does not divide it) scale = max |x| / 127 rounded to fp16, value =
+// clamp(round(x / scale), -127, 127) * scale.
+at::Tensor stored_values(const at::Tensor& x, at::ScalarType dtype);
+
 // max |ours - ref| / max(1, max |ref|)
 double relative_error(const at::Tensor& ours, const at::Tensor& ref);
 
@@ -56,6 +62,9 @@ class DmsDriver {
   // Logits [S, n_kv] the driver gave sequence `id` in `layer` so far.
   at::Tensor logits(SequenceId id, int64_t layer) const;
   int64_t window() const { return window_; }
+  // What the reference rounds the keys and values to: the cache's dtype unless changed (kFloat
+  // compares a q8 cache with the unquantized values).
+  at::ScalarType reference_dtype;
   double worst_error() const { return worst_; }
 
  private:

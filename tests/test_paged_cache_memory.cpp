@@ -44,73 +44,77 @@ int64_t check_heads(DmsDriver& d, const std::vector<SequenceId>& ids) {
 }
 
 TEST(PagedCacheMemory, DecodeHoldsLiveKeysPlusAtMostOneBlock) {
+  // Bytes of one stored row of 16 values: f32, and q8 (16 levels and one fp16 scale).
+  const std::pair<at::ScalarType, int64_t> dtypes[] = {{at::kFloat, 64}, {at::kChar, 18}};
   for (double f : {0.5, 7.0 / 8.0})
-    for (int64_t block : {16, 5}) {
-      SCOPED_TRACE("flagged share " + std::to_string(f) + ", block " + std::to_string(block));
-      const int64_t window = 16, steps = 400;
-      DmsDriver d(attention_config(2, 2, 2, 16), {at::kFloat, block, 4096}, window, f, 21);
-      std::vector<SequenceId> ids{d.add(), d.add(), d.add()};
-      ASSERT_LE(d.step({{ids[0], 1}, {ids[1], 2}, {ids[2], 3}}), kTolerance);
-      for (int64_t s = 0; s < steps; ++s) {
-        ASSERT_LE(d.step({{ids[0], 1}, {ids[1], 1}, {ids[2], 1}}), kTolerance);
-        if (s % 25 == 0 || s == steps - 1) check_heads(d, ids);
-      }
-      const int64_t flagged = check_heads(d, ids);
-
-      // Accounting against the keys themselves.
-      const PagedKVCache& c = d.cache();
-      const int64_t heads = c.n_layers() * c.n_kv_heads(), elem = 4, D = 16;
-      CacheStats st = c.stats();
-      int64_t seen = 0, live = 0, blocks = 0;
-      double ratio = 0;
-      for (SequenceId id : ids) {
-        seen += c.tokens_seen(id);
-        const SequenceStats ss = c.sequence_stats(id);
-        int64_t seq_live = 0, seq_blocks = 0;
-        double seq_ratio = 0;
-        for (int64_t l = 0; l < c.n_layers(); ++l)
-          for (int64_t g = 0; g < c.n_kv_heads(); ++g) {
-            const HeadCache& h = c.head(id, l, g);
-            seq_live += h.live();
-            seq_blocks += static_cast<int64_t>(h.blocks().size());
-            seq_ratio += static_cast<double>(c.tokens_seen(id)) / static_cast<double>(h.live()) / heads;
-          }
-        EXPECT_EQ(ss.live_slots, seq_live);
-        EXPECT_EQ(ss.blocks, seq_blocks);
-        EXPECT_EQ(ss.bytes_held, seq_blocks * block * D * elem * 2);
-        EXPECT_EQ(ss.dense_bytes, c.tokens_seen(id) * heads * D * elem * 2);
-        EXPECT_NEAR(ss.compression_ratio, seq_ratio, 1e-9);
-        EXPECT_NEAR(ss.memory_ratio, static_cast<double>(c.tokens_seen(id) * heads) / static_cast<double>(seq_live), 1e-9);
-        live += seq_live;
-        blocks += seq_blocks;
-        ratio += seq_ratio / static_cast<double>(ids.size());
-      }
-      EXPECT_EQ(st.tokens_seen, seen);
-      EXPECT_EQ(st.live_slots, live);
-      EXPECT_EQ(st.blocks_used, blocks);
-      EXPECT_NEAR(st.compression_ratio, ratio, 1e-9);
-      EXPECT_NEAR(st.eviction_fraction, static_cast<double>(flagged) / static_cast<double>(seen * heads), 1e-12);
-      EXPECT_LT(st.bytes_held, st.dense_bytes);
-      // With the window always kept, about window + (1 - f) * (seen - window) keys stay.
-      const double expected_live = window + (1 - f) * (seen / 3.0 - window);
-      EXPECT_NEAR(static_cast<double>(live) / (3.0 * heads), expected_live, 0.15 * expected_live);
-
-      // Removing a sequence gives back exactly its blocks; the last removal empties the pools.
-      for (SequenceId id : ids) {
-        std::vector<int64_t> used_before, held(c.n_layers(), 0);
-        for (int64_t l = 0; l < c.n_layers(); ++l) {
-          used_before.push_back(c.pool(l).used_blocks());
-          for (int64_t g = 0; g < c.n_kv_heads(); ++g) held[l] += static_cast<int64_t>(c.head(id, l, g).blocks().size());
+    for (int64_t block : {16, 5})
+      for (const auto& [dtype, row_bytes] : dtypes) {
+        SCOPED_TRACE("flagged share " + std::to_string(f) + ", block " + std::to_string(block) + ", " +
+                     c10::toString(dtype));
+        const int64_t window = 16, steps = 400;
+        DmsDriver d(attention_config(2, 2, 2, 16), {dtype, block, 4096}, window, f, 21);
+        std::vector<SequenceId> ids{d.add(), d.add(), d.add()};
+        ASSERT_LE(d.step({{ids[0], 1}, {ids[1], 2}, {ids[2], 3}}), kTolerance);
+        for (int64_t s = 0; s < steps; ++s) {
+          ASSERT_LE(d.step({{ids[0], 1}, {ids[1], 1}, {ids[2], 1}}), kTolerance);
+          if (s % 25 == 0 || s == steps - 1) check_heads(d, ids);
         }
-        d.remove(id);
-        for (int64_t l = 0; l < c.n_layers(); ++l) EXPECT_EQ(c.pool(l).used_blocks(), used_before[l] - held[l]);
+        const int64_t flagged = check_heads(d, ids);
+
+        // Accounting against the keys themselves.
+        const PagedKVCache& c = d.cache();
+        const int64_t heads = c.n_layers() * c.n_kv_heads();
+        CacheStats st = c.stats();
+        int64_t seen = 0, live = 0, blocks = 0;
+        double ratio = 0;
+        for (SequenceId id : ids) {
+          seen += c.tokens_seen(id);
+          const SequenceStats ss = c.sequence_stats(id);
+          int64_t seq_live = 0, seq_blocks = 0;
+          double seq_ratio = 0;
+          for (int64_t l = 0; l < c.n_layers(); ++l)
+            for (int64_t g = 0; g < c.n_kv_heads(); ++g) {
+              const HeadCache& h = c.head(id, l, g);
+              seq_live += h.live();
+              seq_blocks += static_cast<int64_t>(h.blocks().size());
+              seq_ratio += static_cast<double>(c.tokens_seen(id)) / static_cast<double>(h.live()) / heads;
+            }
+          EXPECT_EQ(ss.live_slots, seq_live);
+          EXPECT_EQ(ss.blocks, seq_blocks);
+          EXPECT_EQ(ss.bytes_held, seq_blocks * block * row_bytes * 2);
+          EXPECT_EQ(ss.dense_bytes, c.tokens_seen(id) * heads * row_bytes * 2);
+          EXPECT_NEAR(ss.compression_ratio, seq_ratio, 1e-9);
+          EXPECT_NEAR(ss.memory_ratio, static_cast<double>(c.tokens_seen(id) * heads) / static_cast<double>(seq_live), 1e-9);
+          live += seq_live;
+          blocks += seq_blocks;
+          ratio += seq_ratio / static_cast<double>(ids.size());
+        }
+        EXPECT_EQ(st.tokens_seen, seen);
+        EXPECT_EQ(st.live_slots, live);
+        EXPECT_EQ(st.blocks_used, blocks);
+        EXPECT_NEAR(st.compression_ratio, ratio, 1e-9);
+        EXPECT_NEAR(st.eviction_fraction, static_cast<double>(flagged) / static_cast<double>(seen * heads), 1e-12);
+        EXPECT_LT(st.bytes_held, st.dense_bytes);
+        // With the window always kept, about window + (1 - f) * (seen - window) keys stay.
+        const double expected_live = window + (1 - f) * (seen / 3.0 - window);
+        EXPECT_NEAR(static_cast<double>(live) / (3.0 * heads), expected_live, 0.15 * expected_live);
+
+        // Removing a sequence gives back exactly its blocks; the last removal empties the pools.
+        for (SequenceId id : ids) {
+          std::vector<int64_t> used_before, held(c.n_layers(), 0);
+          for (int64_t l = 0; l < c.n_layers(); ++l) {
+            used_before.push_back(c.pool(l).used_blocks());
+            for (int64_t g = 0; g < c.n_kv_heads(); ++g) held[l] += static_cast<int64_t>(c.head(id, l, g).blocks().size());
+          }
+          d.remove(id);
+          for (int64_t l = 0; l < c.n_layers(); ++l) EXPECT_EQ(c.pool(l).used_blocks(), used_before[l] - held[l]);
+        }
+        for (const PoolStats& p : d.cache().stats().pools) {
+          EXPECT_EQ(p.used, 0);
+          EXPECT_EQ(p.free, p.blocks);
+          EXPECT_GT(p.peak_used, 0);
+        }
       }
-      for (const PoolStats& p : d.cache().stats().pools) {
-        EXPECT_EQ(p.used, 0);
-        EXPECT_EQ(p.free, p.blocks);
-        EXPECT_GT(p.peak_used, 0);
-      }
-    }
 }
 
 // A prompt longer than the window is itself compressed: keys flagged and older than the window

@@ -121,7 +121,7 @@ TEST(PagedCacheRobustness, MisuseIsAClearError) {
   EXPECT_TRUE(has(error_of([&] { PagedKVCache(shape, {at::kFloat, 16, 0}, make_dense_policy()); }),
                   "between 1 and 2^31-1 blocks"));
   EXPECT_TRUE(has(error_of([&] { PagedKVCache(shape, {at::kDouble, 16, 8}, make_dense_policy()); }),
-                  "float32, bfloat16 or float16"));
+                  "f32, bf16, f16 or q8"));
   EXPECT_TRUE(has(error_of([&] { PagedKVCache(shape, {at::kFloat, 0, 8}, make_dense_policy()); }), "block size"));
   EXPECT_TRUE(has(error_of([&] { PagedKVCache(shape, {at::kFloat, 16, 8}, nullptr); }), "no eviction policy"));
 }

@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "commands.h"
+#include "dms/cache/cache_sizing.h"
 #include "dms/eval/bench_budget.h"
 #include "dms/eval/bench_decode.h"
 #include "dms/eval/bench_prefill.h"
@@ -97,7 +98,7 @@ int run_bench(int argc, char** argv) {
       throw UsageError(std::string("--kv-budget: ") + e.what());
     }
   }
-  const int64_t kv_elem = static_cast<int64_t>(at::elementSize(s.kv_dtype));
+  const int64_t kv_per_token = kv_bytes_per_token(c, s.kv_dtype);
   const int64_t weight_bytes = decode_weight_bytes(model.transformer->weights());
   const Bandwidth bw = measure_bandwidth(probe_mib << 20);
   auto roofline_ms = [&](int64_t live_slots) {
@@ -116,7 +117,7 @@ int run_bench(int argc, char** argv) {
   json decode_json = json::array();
   for (int64_t batch : batches)
     for (int64_t context : contexts) {
-      const int64_t dense = batch * context * c.kv_bytes_per_token(kv_elem);
+      const int64_t dense = batch * context * kv_per_token;
       if (dense > max_dense) {
         std::printf("%8lld %6lld   skipped: dense KV %s > --max-dense-kv\n", static_cast<long long>(context),
                     static_cast<long long>(batch), human_bytes(static_cast<double>(dense)).c_str());
@@ -206,7 +207,7 @@ int run_bench(int argc, char** argv) {
                       {"model", model.info.path},
                       {"threads", at::get_num_threads()},
                       {"kv_dtype", args.str("kv-dtype")},
-                      {"kv_bytes_per_token", c.kv_bytes_per_token(kv_elem)},
+                      {"kv_bytes_per_token", kv_per_token},
                       {"block_size", s.block_size},
                       {"dms_window", c.dms.window},
                       {"force_evict", args.has("force-evict") ? json(args.number("force-evict")) : json(nullptr)},

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "dms/cache/cache_sizing.h"
+#include "dms/kernels/cpu/kv_quant.h"
 
 namespace dms::cli {
 
@@ -52,7 +53,7 @@ void add_generation_options(Args& args) {
 
 void add_cache_options(Args& args, const std::string& kv_budget_help, std::optional<std::string> kv_budget_fallback) {
   args.option("policy", "NAME", "KV eviction: " + joined(policy_names()), "dms for DMS models, else dense")
-      .option("kv-dtype", "f32|bf16|f16", "KV cache storage", "bf16")
+      .option("kv-dtype", "f32|bf16|f16|q8", "KV cache storage (q8: int8 with a scale per 32 values)", "bf16")
       .option("kv-budget", "BYTES", kv_budget_help, std::move(kv_budget_fallback))
       .option("block-size", "N", "key slots per cache block", std::to_string(kDefaultBlockSize))
       .option("target-cr", "R", "streaming/h2o/tova: keep 1/R of the tokens seen (at least 64)")
@@ -194,7 +195,13 @@ std::unique_ptr<PagedKVCache> make_cache_from_args(const Args& args, const Model
   return std::make_unique<PagedKVCache>(c, co, make_policy(name, po));
 }
 
-at::ScalarType kv_dtype_from_args(const Args& args) { return parse_dtype(args.str("kv-dtype"), "kv-dtype", true); }
+at::ScalarType kv_dtype_from_args(const Args& args) { return parse_kv_dtype(args.str("kv-dtype"), "kv-dtype"); }
+
+at::ScalarType parse_kv_dtype(const std::string& text, const std::string& option) {
+  if (text == "q8") return cpu::kQ8;
+  if (text == "f32" || text == "bf16" || text == "f16") return parse_dtype(text, option, true);
+  throw UsageError("--" + option + ": expected f32, bf16, f16 or q8, got '" + text + "'");
+}
 
 std::string describe_policy(const Args& args, const Model& model) {
   const std::string name = policy_from_args(args, model);

@@ -58,6 +58,8 @@ std::unique_ptr<PagedKVCache> make_cache_from_args(const Args& args, const Model
                                                    int64_t tokens);
 // --kv-dtype as a scalar type.
 at::ScalarType kv_dtype_from_args(const Args& args);
+// f32, bf16, f16 or q8 (cpu::kQ8); UsageError naming --option otherwise.
+at::ScalarType parse_kv_dtype(const std::string& text, const std::string& option);
 // "dms, window 512" / "h2o, budget 8x" ...: what the cache does, for reports.
 std::string describe_policy(const Args& args, const Model& model);
 

@@ -176,7 +176,8 @@ int run_eval(int argc, char** argv) {
                                   "(they evict only when a step ends); N steps every policy N tokens", "exact")
       .option("dense-step", "N", "exact: tokens per step of dense and dms (exact in chunks), and per comparison", "256")
       .option("buckets", "LIST", "context bucket bounds in tokens", "1024,2048,4096,8192")
-      .option("kv-dtype", "f32|bf16|f16", "KV cache storage", "f32")
+      .option("kv-dtype", "f32|bf16|f16|q8", "KV cache storage (q8: int8 with a scale per 32 values)", "f32")
+      .option("reference-kv-dtype", "f32|bf16|f16|q8", "KV cache storage of the dense reference", "f32")
       .option("block-size", "N", "key slots per cache block", std::to_string(kDefaultBlockSize))
       .option("prompts", "N", "free-running prompts", "8")
       .option("prompt-tokens", "N", "free-running prompt length", "256")
@@ -212,6 +213,7 @@ int run_eval(int argc, char** argv) {
   tf.window = args.at_least("dense-step", 1);
   tf.batch = args.at_least("batch", 1);
   tf.kv_dtype = kv_dtype_from_args(args);
+  tf.reference_kv_dtype = parse_kv_dtype(args.str("reference-kv-dtype"), "reference-kv-dtype");
   tf.block_size = args.at_least("block-size", 1);
   try {
     tf.buckets = ContextBuckets(args.integers("buckets", 1));
@@ -265,7 +267,8 @@ int run_eval(int argc, char** argv) {
 
   if (args.has("json")) {
     const nlohmann::json settings = {
-        {"kv_dtype", args.str("kv-dtype")}, {"block_size", tf.block_size},
+        {"kv_dtype", args.str("kv-dtype")}, {"reference_kv_dtype", args.str("reference-kv-dtype")},
+        {"block_size", tf.block_size},
         {"chunk", tf.chunk == 0 ? nlohmann::json("exact") : nlohmann::json(tf.chunk)}, {"dense_step", tf.window},
         {"batch", tf.batch}, {"context", d.context}, {"seed", o.seed}, {"sinks", o.sinks},
         {"h2o_recent_share", o.recent_share}, {"baselines", o.baselines}, {"new_tokens", o.new_tokens},

@@ -3,6 +3,7 @@
 #include <limits>
 #include <string>
 
+#include "dms/kernels/cpu/kv_quant.h"
 #include "dms/util/error.h"
 
 namespace dms {
@@ -14,10 +15,10 @@ BlockPool::BlockPool(int64_t num_blocks, int64_t block_size, int64_t head_dim, a
   if (block_size < 1 || head_dim < 1)
     fail("kv cache", "block size and head dim must be positive, got " + std::to_string(block_size) + " and " +
                          std::to_string(head_dim));
-  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)
-    fail("kv cache", std::string("KV dtype must be float32, bfloat16 or float16, got ") + c10::toString(dtype));
-  keys_ = at::empty({num_blocks, block_size, head_dim}, dtype);
-  values_ = at::empty({num_blocks, block_size, head_dim}, dtype);
+  const int64_t row_bytes = cpu::kv_row_bytes(dtype, head_dim);  // rejects other dtypes
+  const int64_t row_elems = row_bytes / static_cast<int64_t>(at::elementSize(dtype));
+  keys_ = at::empty({num_blocks, block_size, row_elems}, dtype);
+  values_ = at::empty({num_blocks, block_size, row_elems}, dtype);
   free_.resize(num_blocks);
   for (int64_t i = 0; i < num_blocks; ++i) free_[i] = static_cast<int32_t>(num_blocks - 1 - i);
 }

@@ -12,7 +12,8 @@ namespace dms {
 
 class BlockPool {
  public:
-  // K and V storage of `num_blocks` blocks of `block_size` slots of `head_dim` values each.
+  // K and V storage of `num_blocks` blocks of `block_size` slots of `head_dim` values each, in
+  // `dtype`: f32, bf16, f16 or q8 (cpu::kQ8, kv_quant.h).
   // The storage is reserved up front but the operating system only backs the pages that are
   // written, and released blocks are handed out again first (last in, first out).
   BlockPool(int64_t num_blocks, int64_t block_size, int64_t head_dim, at::ScalarType dtype);
@@ -32,10 +33,11 @@ class BlockPool {
   int64_t used_blocks() const;
   int64_t free_blocks() const { return num_blocks_ - used_blocks(); }
   int64_t peak_used_blocks() const;
-  // Bytes of K and V in one block.
-  int64_t block_bytes() const { return 2 * block_size_ * head_dim_ * static_cast<int64_t>(at::elementSize(dtype())); }
+  // Bytes of K and V in one block, q8 scales included.
+  int64_t block_bytes() const { return 2 * block_size_ * keys_.size(2) * static_cast<int64_t>(keys_.element_size()); }
 
-  // [num_blocks, block_size, head_dim]; slot r of block b holds row b * block_size + r.
+  // [num_blocks, block_size, row]: slot r of block b holds row b * block_size + r, each row one
+  // key or value as stored (head_dim values, or kv_row_bytes(kQ8, head_dim) bytes for q8).
   const at::Tensor& keys() const { return keys_; }
   const at::Tensor& values() const { return values_; }
 

@@ -11,6 +11,10 @@
 
 namespace dms {
 
+// Bytes of K and V for one token across all layers and KV heads, as `kv_dtype` stores them (q8
+// scales included).
+int64_t kv_bytes_per_token(const ModelConfig& config, at::ScalarType kv_dtype);
+
 // Bytes of K and V for `sequences` sequences of up to `tokens` keys each with nothing evicted.
 // The slack is one block per (sequence, layer, KV head): a head of t keys holds ceil(t /
 // block_size) blocks, at most (t + block_size - 1) / block_size, so tokens + block_size keys'

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "dms/cache/paged_kv_cache.h"
+#include "dms/kernels/cpu/kv_quant.h"
 
 namespace dms {
 
@@ -23,7 +24,6 @@ std::vector<int32_t> PagedKVCache::live_positions(SequenceId id, int64_t layer, 
 
 SequenceStats PagedKVCache::sequence_stats(SequenceId id) const {
   const Sequence& seq = find(id, "sequence_stats");
-  const int64_t elem = static_cast<int64_t>(at::elementSize(options_.kv_dtype));
   SequenceStats s;
   s.tokens_seen = seq.seen;
   double ratios = 0;
@@ -38,7 +38,7 @@ SequenceStats PagedKVCache::sequence_stats(SequenceId id) const {
     }
   const int64_t heads = n_layers_ * n_kv_;
   s.bytes_held = s.blocks * pools_[0]->block_bytes();
-  s.dense_bytes = seq.seen * heads * 2 * head_dim_ * elem;
+  s.dense_bytes = seq.seen * heads * 2 * cpu::kv_row_bytes(options_.kv_dtype, head_dim_);
   if (seq.seen > 0) {
     s.compression_ratio = ratios / static_cast<double>(heads);
     s.memory_ratio = static_cast<double>(seq.seen * heads) / static_cast<double>(std::max<int64_t>(s.live_slots, 1));

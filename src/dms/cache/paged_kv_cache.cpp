@@ -5,6 +5,7 @@
 #include <set>
 #include <string>
 
+#include "dms/kernels/cpu/kv_quant.h"
 #include "dms/kernels/cpu/paged_attention.h"
 
 namespace dms {
@@ -38,8 +39,7 @@ PagedKVCache::PagedKVCache(const ModelConfig& config, const PagedCacheOptions& o
 
 int64_t PagedKVCache::blocks_per_layer_for(const ModelConfig& config, at::ScalarType kv_dtype, int64_t block_size,
                                            int64_t bytes) {
-  const int64_t per_block =
-      config.n_layers * 2 * block_size * config.head_dim * static_cast<int64_t>(at::elementSize(kv_dtype));
+  const int64_t per_block = config.n_layers * 2 * block_size * cpu::kv_row_bytes(kv_dtype, config.head_dim);
   return per_block > 0 ? bytes / per_block : 0;
 }
 
@@ -169,7 +169,9 @@ void PagedKVCache::store(int64_t layer, const at::Tensor& k, const at::Tensor& v
 at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                 const at::Tensor& evict_logits) {
   PendingLayer& pending = pending_[layer];
-  const at::Tensor keys = k.to(options_.kv_dtype).contiguous(), values = v.to(options_.kv_dtype).contiguous();
+  // Stored as the pool stores them, once: q8 keys are quantized here, and the step's own queries
+  // see them quantized as every later query will.
+  const at::Tensor keys = cpu::to_kv_rows(k, options_.kv_dtype), values = cpu::to_kv_rows(v, options_.kv_dtype);
   const at::Tensor logits = evict_logits.defined() ? evict_logits.to(at::kFloat).contiguous() : at::Tensor();
   const float* lp = logits.defined() ? logits.data_ptr<float>() : nullptr;
   const bool mass = policy_->needs_attention_mass();

@@ -42,7 +42,7 @@ namespace dms {
 constexpr int64_t kDefaultBlockSize = 16;
 
 struct PagedCacheOptions {
-  at::ScalarType kv_dtype = at::kFloat;  // f32, bf16 or f16
+  at::ScalarType kv_dtype = at::kFloat;  // f32, bf16, f16 or q8 (cpu::kQ8: int8 with scales, kv_quant.h)
   int64_t block_size = kDefaultBlockSize;
   int64_t blocks_per_layer = 0;          // each layer's pool (see blocks_per_layer_for)
 };

@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <string>
 
+#include "dms/kernels/cpu/kv_quant.h"
 #include "dms/util/error.h"
 
 namespace dms::eval {
 
 std::pair<at::Tensor, at::Tensor> synthetic_kv(const ModelConfig& c, int64_t rows, at::ScalarType dtype) {
-  return {at::randn({rows, c.n_kv_heads, c.head_dim}).to(dtype), at::randn({rows, c.n_kv_heads, c.head_dim}).to(dtype)};
+  const at::ScalarType as = dtype == cpu::kQ8 ? at::kFloat : dtype;  // the cache quantizes q8 as it stores
+  return {at::randn({rows, c.n_kv_heads, c.head_dim}).to(as), at::randn({rows, c.n_kv_heads, c.head_dim}).to(as)};
 }
 
 SequenceId store_context(PagedKVCache& cache, const at::Tensor& k, const at::Tensor& v, int64_t context, int64_t chunk) {

@@ -11,7 +11,8 @@
 
 namespace dms::eval {
 
-// Random keys and values, [rows, KV heads, head dim] each, in `dtype`.
+// Random keys and values, [rows, KV heads, head dim] each, in `dtype` (fp32 for q8: the cache
+// quantizes as it stores).
 std::pair<at::Tensor, at::Tensor> synthetic_kv(const ModelConfig& config, int64_t rows, at::ScalarType dtype);
 
 // Stores `context` tokens for a new sequence, `chunk` at a time as a prefill would (the rows

@@ -1,6 +1,7 @@
 #include "dms/eval/bench_setup.h"
 
 #include "dms/cache/cache_sizing.h"
+#include "dms/kernels/cpu/kv_quant.h"
 #include "dms/util/error.h"
 
 namespace dms::eval {
@@ -16,7 +17,7 @@ std::unique_ptr<PagedKVCache> BenchSetup::cache_of_bytes(const std::string& poli
   const ModelConfig& c = model.info.config;
   const PagedCacheOptions o{kv_dtype, block_size, PagedKVCache::blocks_per_layer_for(c, kv_dtype, block_size, bytes)};
   if (o.blocks_per_layer < 1) {
-    const int64_t one_block = c.n_layers * 2 * block_size * c.head_dim * static_cast<int64_t>(at::elementSize(kv_dtype));
+    const int64_t one_block = c.n_layers * 2 * block_size * cpu::kv_row_bytes(kv_dtype, c.head_dim);
     fail("kv budget", std::to_string(bytes) + " bytes hold no block (a block in every layer takes " +
                           std::to_string(one_block) + " bytes)");
   }
@@ -24,7 +25,7 @@ std::unique_ptr<PagedKVCache> BenchSetup::cache_of_bytes(const std::string& poli
 }
 
 int64_t BenchSetup::live_kv_bytes(int64_t live_slots) const {
-  return live_slots * 2 * model.info.config.head_dim * static_cast<int64_t>(at::elementSize(kv_dtype));
+  return live_slots * 2 * cpu::kv_row_bytes(kv_dtype, model.info.config.head_dim);
 }
 
 int64_t decode_weight_bytes(const Weights& w) {

@@ -22,9 +22,11 @@ struct Member {
   at::Tensor hidden;            // [window rows, H]: this window's final hidden states
 };
 
-std::unique_ptr<PagedKVCache> make_cache(const ModelConfig& c, const TeacherForcedOptions& o, const std::string& policy,
-                                         const PolicyOptions& po, int64_t sequences, int64_t tokens) {
-  return std::make_unique<PagedKVCache>(c, dense_cache_options(c, o.kv_dtype, o.block_size, sequences, tokens),
+std::unique_ptr<PagedKVCache> make_cache(const ModelConfig& c, const TeacherForcedOptions& o, bool reference,
+                                         const std::string& policy, const PolicyOptions& po, int64_t sequences,
+                                         int64_t tokens) {
+  const at::ScalarType dtype = reference ? o.reference_kv_dtype : o.kv_dtype;
+  return std::make_unique<PagedKVCache>(c, dense_cache_options(c, dtype, o.block_size, sequences, tokens),
                                         make_policy(policy, po));
 }
 
@@ -67,7 +69,7 @@ TeacherForcedResult run_teacher_forced(const Transformer& model, const std::vect
     for (size_t m = 0; m < members.size(); ++m) {
       const bool ref = m == 0;
       const std::string name = ref ? "dense" : policies[m - 1].policy;
-      members[m].cache = make_cache(c, o, name, ref ? PolicyOptions{} : policies[m - 1].options, B, longest);
+      members[m].cache = make_cache(c, o, ref, name, ref ? PolicyOptions{} : policies[m - 1].options, B, longest);
       members[m].step = o.chunk > 0 ? o.chunk : exact_in_chunks(name) ? window : 1;
       for (int64_t d = 0; d < B; ++d) members[m].ids.push_back(members[m].cache->add_sequence());
     }

@@ -38,7 +38,8 @@ struct PolicyUnderTest {
 bool exact_in_chunks(const std::string& policy);
 
 struct TeacherForcedOptions {
-  at::ScalarType kv_dtype = at::kFloat;
+  at::ScalarType kv_dtype = at::kFloat;            // the policies' caches
+  at::ScalarType reference_kv_dtype = at::kFloat;  // the dense reference's (e.g. f32 against q8 policies)
   int64_t block_size = kDefaultBlockSize;
   int64_t chunk = 0;       // 0: exact (see above); N: every policy steps N tokens
   int64_t window = 256;    // exact: tokens per step of dense and dms, and per comparison

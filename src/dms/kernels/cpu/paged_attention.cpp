@@ -6,10 +6,15 @@
 
 #include <algorithm>
 #include <atomic>
-#include <bit>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <string>
 
+#include "dms/format/half.h"
+#include "dms/kernels/cpu/attention_rows.h"
+#include "dms/kernels/cpu/kv_quant.h"
+#include "dms/kernels/cpu/quant_matmul.h"
 #include "dms/kernels/cpu/vector_math.h"
 #include "dms/util/error.h"
 
@@ -31,6 +36,7 @@ constexpr int64_t kSplitMinTiles = 8;
 struct Shape {
   int64_t n_heads, n_kv, group, dim, block_size;
   float scale;
+  int64_t row_bytes;  // of one stored K or V row (kv_quant.h)
 };
 
 // Online-softmax state of one piece of an item: rows r = t * group + h.
@@ -43,9 +49,12 @@ struct Partial {
   }
 };
 
-// A run of keys as fp32 rows, with what decides who sees them.
+// A run of keys, as stored and (when asked for) as fp32 rows, with what decides who sees them.
 struct TileView {
-  const float* k;
+  const uint8_t* k_rows;  // as stored, row_stride bytes apart
+  const uint8_t* v_rows;
+  int64_t row_stride;
+  const float* k;         // as fp32 (Kernel::tile with as_float)
   const float* v;
   int64_t stride;      // floats between rows of k and v
   int64_t n;
@@ -71,50 +80,90 @@ struct Scratch {
   }
 };
 
-inline void to_float(const float* src, float* dst, int64_t n) { std::copy(src, src + n, dst); }
-inline void to_float(const c10::BFloat16* src, float* dst, int64_t n) {
-  const auto* bits = reinterpret_cast<const uint16_t*>(src);
-  for (int64_t i = 0; i < n; ++i) dst[i] = std::bit_cast<float>(static_cast<uint32_t>(bits[i]) << 16);
-}
-inline void to_float(const c10::Half* src, float* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+// Stored rows of each KV format; Q8 is a marker (kv_quant.h: levels, then fp16 scales).
+struct Q8 {};
+
+template <typename E>
+constexpr attn::RowFormat row_format() {
+  if constexpr (std::is_same_v<E, float>) return attn::RowFormat::F32;
+  if constexpr (std::is_same_v<E, c10::BFloat16>) return attn::RowFormat::BF16;
+  if constexpr (std::is_same_v<E, c10::Half>) return attn::RowFormat::F16;
+  if constexpr (std::is_same_v<E, Q8>) return attn::RowFormat::Q8;
 }
 
-// Copies `n` rows of `dim` values (`stride` apart) to a dense fp32 buffer.
+// One stored row of `dim` values to fp32.
 template <typename E>
-void rows_to_float(const E* src, int64_t stride, int64_t n, int64_t dim, float* dst) {
-  for (int64_t j = 0; j < n; ++j) to_float(src + j * stride, dst + j * dim, dim);
+void row_to_float(const uint8_t* src, int64_t dim, float* dst) {
+  if constexpr (std::is_same_v<E, float>) {
+    std::memcpy(dst, src, dim * sizeof(float));
+  } else if constexpr (std::is_same_v<E, c10::BFloat16>) {
+    for (int64_t i = 0; i < dim; ++i) {
+      uint16_t b;
+      std::memcpy(&b, src + 2 * i, 2);
+      dst[i] = bf16_to_fp32(b);
+    }
+  } else if constexpr (std::is_same_v<E, c10::Half>) {
+    for (int64_t i = 0; i < dim; ++i) {
+      uint16_t h;
+      std::memcpy(&h, src + 2 * i, 2);
+      dst[i] = fp16_to_fp32(h);
+    }
+  } else {
+    dequantize_q8_row(src, dim, dst);
+  }
+}
+
+// The ISA's inner loops when the CPU has one and the head dim (and q8 group) fit its vectors;
+// nullptr: the portable loops of vector_math.h over rows converted to fp32.
+const attn::Kernels* isa_kernels(CpuIsa isa, int64_t dim, int64_t group) {
+  static const attn::Kernels avx2 = [] {
+    attn::Kernels k;
+    attn::fill_avx2(k);
+    return k;
+  }();
+  static const attn::Kernels avx512 = [] {
+    attn::Kernels k;
+    attn::fill_avx512(k);
+    return k;
+  }();
+  const attn::Kernels* table = isa == CpuIsa::Avx512 ? &avx512 : isa == CpuIsa::Avx2 ? &avx2 : nullptr;
+  if (!table || !table->scores || dim % table->lanes != 0 || group % table->lanes != 0) return nullptr;
+  return table;
 }
 
 template <typename E>
 class Kernel {
  public:
   Kernel(const Shape& s, const at::Tensor& q, const at::Tensor& pool_k, const at::Tensor& pool_v,
-         const at::Tensor& step_k, const at::Tensor& step_v)
+         const at::Tensor& step_k, const at::Tensor& step_v, CpuIsa isa)
       : s_(s),
         q_(q.data_ptr<float>()),
-        pool_k_(static_cast<const E*>(pool_k.data_ptr())),
-        pool_v_(static_cast<const E*>(pool_v.data_ptr())),
-        step_k_(static_cast<const E*>(step_k.data_ptr())),
-        step_v_(static_cast<const E*>(step_v.data_ptr())) {}
+        pool_k_(static_cast<const uint8_t*>(pool_k.data_ptr())),
+        pool_v_(static_cast<const uint8_t*>(pool_v.data_ptr())),
+        step_k_(static_cast<const uint8_t*>(step_k.data_ptr())),
+        step_v_(static_cast<const uint8_t*>(step_v.data_ptr())),
+        group_(std::is_same_v<E, Q8> ? q8_group(s.dim) : s.dim),
+        isa_(isa_kernels(isa, s.dim, group_)) {}
 
   int64_t cached_tiles(const AttentionItem& it) const { return (it.n_cached + s_.block_size - 1) / s_.block_size; }
   int64_t tiles(const AttentionItem& it) const { return cached_tiles(it) + (it.n_queries + kStepTile - 1) / kStepTile; }
   int64_t scratch_rows() const { return std::max(s_.block_size, kStepTile); }
 
-  TileView tile(const AttentionItem& it, int64_t index, Scratch& sc) const {
-    const int64_t D = s_.dim, n_cached_tiles = cached_tiles(it);
+  // Tile `index` of `it`: its cached blocks, then its step keys kStepTile at a time. The rows
+  // are converted to fp32 in `sc` when `as_float` (or when no ISA kernel reads them as stored).
+  TileView tile(const AttentionItem& it, int64_t index, Scratch& sc, bool as_float = false) const {
+    const int64_t D = s_.dim, RB = s_.row_bytes, n_cached_tiles = cached_tiles(it);
     const int32_t last_query_pos = static_cast<int32_t>(it.first_pos + it.n_queries - 1);
     TileView t{};
-    const E *k, *v;
+    const uint8_t *k, *v;
     int64_t stride;
     if (index < n_cached_tiles) {
       const int64_t first = index * s_.block_size;
       t.n = std::min(s_.block_size, it.n_cached - first);
       const int64_t row = static_cast<int64_t>(it.blocks[index]) * s_.block_size;
-      k = pool_k_ + row * D;
-      v = pool_v_ + row * D;
-      stride = D;
+      k = pool_k_ + row * RB;
+      v = pool_v_ + row * RB;
+      stride = RB;
       t.pos = it.pos + first;
       t.evict_at = it.evict_at + first;
       if (it.patched_slot >= first && it.patched_slot < first + t.n) {
@@ -127,9 +176,9 @@ class Kernel {
     } else {
       const int64_t first = (index - n_cached_tiles) * kStepTile;
       t.n = std::min(kStepTile, it.n_queries - first);
-      k = step_k_ + ((it.row0 + first) * s_.n_kv + it.kv_head) * D;
-      v = step_v_ + ((it.row0 + first) * s_.n_kv + it.kv_head) * D;
-      stride = s_.n_kv * D;
+      k = step_k_ + ((it.row0 + first) * s_.n_kv + it.kv_head) * RB;
+      v = step_v_ + ((it.row0 + first) * s_.n_kv + it.kv_head) * RB;
+      stride = s_.n_kv * RB;
       for (int64_t j = 0; j < t.n; ++j) {
         sc.pos[j] = static_cast<int32_t>(it.first_pos + first + j);
         sc.evict_at[j] = it.step_evict_at ? it.step_evict_at[first + j] : kNever;
@@ -143,13 +192,19 @@ class Kernel {
     t.all_visible = true;
     for (int64_t j = 0; j < t.n && t.all_visible; ++j)
       t.all_visible = t.evict_at[j] > last_query_pos && t.pos[j] <= it.first_pos + t.first_query;
+    t.k_rows = k;
+    t.v_rows = v;
+    t.row_stride = stride;
+    if (!as_float && isa_) return t;
     if constexpr (std::is_same_v<E, float>) {
-      t.k = k;
-      t.v = v;
-      t.stride = stride;
+      t.k = reinterpret_cast<const float*>(k);
+      t.v = reinterpret_cast<const float*>(v);
+      t.stride = stride / static_cast<int64_t>(sizeof(float));
     } else {
-      rows_to_float(k, stride, t.n, D, sc.k.data());
-      rows_to_float(v, stride, t.n, D, sc.v.data());
+      for (int64_t j = 0; j < t.n; ++j) {
+        row_to_float<E>(k + j * stride, D, sc.k.data() + j * D);
+        row_to_float<E>(v + j * stride, D, sc.v.data() + j * D);
+      }
       t.k = sc.k.data();
       t.v = sc.v.data();
       t.stride = D;
@@ -162,10 +217,10 @@ class Kernel {
   void prefetch(const AttentionItem& it, int64_t index) const {
     if (index >= cached_tiles(it)) return;
     const int64_t first = index * s_.block_size, n = std::min(s_.block_size, it.n_cached - first);
-    const int64_t offset = static_cast<int64_t>(it.blocks[index]) * s_.block_size * s_.dim;
-    const auto* k = reinterpret_cast<const char*>(pool_k_ + offset);
-    const auto* v = reinterpret_cast<const char*>(pool_v_ + offset);
-    for (int64_t byte = 0; byte < n * s_.dim * static_cast<int64_t>(sizeof(E)); byte += 64) {
+    const int64_t offset = static_cast<int64_t>(it.blocks[index]) * s_.block_size * s_.row_bytes;
+    const uint8_t* k = pool_k_ + offset;
+    const uint8_t* v = pool_v_ + offset;
+    for (int64_t byte = 0; byte < n * s_.row_bytes; byte += 64) {
       __builtin_prefetch(k + byte);
       __builtin_prefetch(v + byte);
     }
@@ -185,14 +240,22 @@ class Kernel {
     return q_ + ((it.row0 + t) * s_.n_heads + it.kv_head * s_.group + h) * s_.dim;
   }
 
+  attn::Rows rows(const uint8_t* data, const TileView& t) const {
+    return {row_format<E>(), data, t.row_stride, t.n, s_.dim, group_};
+  }
+
   // Scores of query q's G heads against the tile's keys, scaled, -inf where hidden:
   // sc.scores[h * t.n + j].
   void scores(const AttentionItem& it, const TileView& t, int64_t q, bool all_visible, Scratch& sc) const {
     const int64_t D = s_.dim, G = s_.group, n = t.n;
     const float* qv = query(it, q, 0);
+    if (isa_) {
+      isa_->scores(qv, G, rows(t.k_rows, t), sc.scores.data());
+    } else {
+      for (int64_t h = 0; h < G; ++h) dot_rows(qv + h * D, t.k, t.stride, n, D, sc.scores.data() + h * n);
+    }
     for (int64_t h = 0; h < G; ++h) {
       float* out = sc.scores.data() + h * n;
-      dot_rows(qv + h * D, t.k, t.stride, n, D, out);
       for (int64_t j = 0; j < n; ++j) out[j] = all_visible || sc.visible[j] ? out[j] * s_.scale : kNegInf;
     }
   }
@@ -206,24 +269,29 @@ class Kernel {
       for (int64_t q = t.first_query; q < it.n_queries; ++q) {
         if (!t.all_visible && !visibility(t, it.first_pos + q, sc)) continue;
         scores(it, t, q, t.all_visible, sc);
+        float* acc_q = p.acc.data() + q * G * D;
         for (int64_t h = 0; h < G; ++h) {
           const int64_t r = q * G + h;
           float* w = sc.scores.data() + h * t.n;
           float tile_max = kNegInf;
           for (int64_t j = 0; j < t.n; ++j) tile_max = std::max(tile_max, w[j]);
           const float new_max = std::max(p.max[r], tile_max);
-          float* acc = p.acc.data() + r * D;
           if (new_max > p.max[r]) {
             const float rescale = std::exp(p.max[r] - new_max);
             p.sum[r] *= rescale;
-            scale_in_place(acc, rescale, D);
+            scale_in_place(acc_q + h * D, rescale, D);
             p.max[r] = new_max;
           }
           exp_shifted(w, new_max, t.n);
           float sum = 0;
           for (int64_t j = 0; j < t.n; ++j) sum += w[j];
           p.sum[r] += sum;
-          add_weighted_rows(acc, w, t.v, t.stride, t.n, D);
+        }
+        if (isa_) {
+          isa_->accumulate(acc_q, sc.scores.data(), G, rows(t.v_rows, t));
+        } else {
+          for (int64_t h = 0; h < G; ++h)
+            add_weighted_rows(acc_q + h * D, sc.scores.data() + h * t.n, t.v, t.stride, t.n, D);
         }
       }
     }
@@ -260,7 +328,7 @@ class Kernel {
     float *kd = keys.data_ptr<float>(), *vd = values.data_ptr<float>();
     const int64_t n_tiles = tiles(it);
     for (int64_t index = 0; index < n_tiles; ++index) {
-      const TileView t = tile(it, index, sc);
+      const TileView t = tile(it, index, sc, true);
       for (int64_t j = 0; j < t.n; ++j) {
         std::copy(t.k + j * t.stride, t.k + j * t.stride + D, kd + (t.mass_index + j) * D);
         std::copy(t.v + j * t.stride, t.v + j * t.stride + D, vd + (t.mass_index + j) * D);
@@ -308,7 +376,9 @@ class Kernel {
  private:
   Shape s_;
   const float* q_;
-  const E *pool_k_, *pool_v_, *step_k_, *step_v_;
+  const uint8_t *pool_k_, *pool_v_, *step_k_, *step_v_;
+  int64_t group_;
+  const attn::Kernels* isa_;
 };
 
 // A piece of work: tiles [begin, end) of one item, or the whole item through BLAS.
@@ -335,8 +405,9 @@ void run_units(const std::vector<Unit>& units, Fn fn) {
 
 template <typename E>
 at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k, const at::Tensor& pool_v,
-               const at::Tensor& step_k, const at::Tensor& step_v, const std::vector<AttentionItem>& items) {
-  const Kernel<E> kernel(shape, q, pool_k, pool_v, step_k, step_v);
+               const at::Tensor& step_k, const at::Tensor& step_v, const std::vector<AttentionItem>& items,
+               CpuIsa isa) {
+  const Kernel<E> kernel(shape, q, pool_k, pool_v, step_k, step_v, isa);
   const int64_t D = shape.dim, G = shape.group;
   auto out = at::empty({q.size(0), shape.n_heads, D}, at::kFloat);
   float* od = out.data_ptr<float>();
@@ -432,7 +503,9 @@ void check(bool ok, const std::string& what) {
 }  // namespace
 
 at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& pool_k, const at::Tensor& pool_v,
-                           const at::Tensor& step_k, const at::Tensor& step_v, const std::vector<AttentionItem>& items) {
+                           const at::Tensor& step_k, const at::Tensor& step_v, const std::vector<AttentionItem>& items,
+                           CpuIsa isa) {
+  check(cpu_isa_supported(isa), std::string("this CPU lacks ") + cpu_isa_name(isa));
   check(q.dim() == 3 && q.scalar_type() == at::kFloat && q.is_contiguous(), "q must be contiguous fp32 [T, heads, D]");
   check(pool_k.dim() == 3 && pool_k.sizes() == pool_v.sizes() && pool_k.is_contiguous() && pool_v.is_contiguous(),
         "pool K and V must be contiguous [blocks, block_size, D] of one shape");
@@ -442,18 +515,24 @@ at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& pool_k, const 
   check(pool_v.scalar_type() == dtype && step_k.scalar_type() == dtype && step_v.scalar_type() == dtype,
         "pool and step K/V must share one dtype");
   const int64_t T = q.size(0), n_heads = q.size(1), D = q.size(2), n_kv = step_k.size(1);
-  check(step_k.size(0) == T && step_k.size(2) == D && pool_k.size(2) == D, "q, step and pool disagree on T or D");
+  const int64_t row_bytes = kv_row_bytes(dtype, D);
+  check(step_k.size(0) == T && step_k.size(2) * step_k.element_size() == row_bytes &&
+            pool_k.size(2) * pool_k.element_size() == row_bytes,
+        "q, step and pool disagree on T or D (rows of " + std::to_string(row_bytes) + " bytes for " +
+            kv_dtype_name(dtype) + ")");
   check(n_kv > 0 && n_heads % n_kv == 0, "query heads must be a multiple of KV heads");
   for (const auto& it : items) {
     check(it.n_queries >= 1 && it.row0 >= 0 && it.row0 + it.n_queries <= T, "item rows outside the step");
     check(it.kv_head >= 0 && it.kv_head < n_kv, "item KV head out of range");
     check(it.n_cached >= 0 && (it.n_cached == 0 || (it.blocks && it.pos && it.evict_at)), "item without slot data");
   }
-  const Shape shape{n_heads, n_kv, n_heads / n_kv, D, pool_k.size(1), static_cast<float>(1.0 / std::sqrt(double(D)))};
+  const Shape shape{n_heads, n_kv, n_heads / n_kv, D, pool_k.size(1), static_cast<float>(1.0 / std::sqrt(double(D))),
+                    row_bytes};
   switch (dtype) {
-    case at::kFloat: return run<float>(shape, q, pool_k, pool_v, step_k, step_v, items);
-    case at::kBFloat16: return run<c10::BFloat16>(shape, q, pool_k, pool_v, step_k, step_v, items);
-    case at::kHalf: return run<c10::Half>(shape, q, pool_k, pool_v, step_k, step_v, items);
+    case at::kFloat: return run<float>(shape, q, pool_k, pool_v, step_k, step_v, items, isa);
+    case at::kBFloat16: return run<c10::BFloat16>(shape, q, pool_k, pool_v, step_k, step_v, items, isa);
+    case at::kHalf: return run<c10::Half>(shape, q, pool_k, pool_v, step_k, step_v, items, isa);
+    case kQ8: return run<Q8>(shape, q, pool_k, pool_v, step_k, step_v, items, isa);
     default: fail("paged attention", std::string("unsupported KV dtype ") + c10::toString(dtype));
   }
 }

@@ -4,13 +4,15 @@
 // kept from earlier steps (in blocks of a layer's pool) followed by the step's own keys (still
 // in the step's K/V tensors), and each key carries `pos` and `evict_at`: query position i sees
 // the key iff pos <= i < evict_at (dms-spec section 2; policies other than DMS leave evict_at
-// at kNever). Softmax is online and in fp32 whatever the KV dtype (f32, bf16 or f16).
+// at kNever). Softmax is online and in fp32 whatever the KV dtype (f32, bf16, f16 or q8).
 #pragma once
 #include <ATen/ATen.h>
 
 #include <cstdint>
 #include <limits>
 #include <vector>
+
+#include "dms/kernels/cpu/quant_matmul.h"
 
 namespace dms::cpu {
 
@@ -42,12 +44,16 @@ struct AttentionItem {
 };
 
 // q: [T, n_heads, D] fp32 contiguous (T = all rows of the step). pool_k, pool_v:
-// [num_blocks, block_size, D] in the KV dtype. step_k, step_v: [T, n_kv, D], same dtype.
+// [num_blocks, block_size, row] in the KV dtype. step_k, step_v: [T, n_kv, row], same dtype. A row
+// is D values, or for q8 (kv_quant.h) kv_row_bytes(kQ8, D) bytes.
 // Returns [T, n_heads, D] fp32; rows no item covers are left uninitialised. Query head h
 // reads KV head h / (n_heads / n_kv). Items run in parallel (at::parallel_for); a long
 // item may be split over several threads; chunks of many queries use BLAS on a temporary
-// copy of the item's live keys.
+// copy of the item's live keys. The inner loops read the rows as stored and convert them in
+// registers with the `isa`'s vectors (AVX2 or AVX-512, when the head dim is a multiple of their
+// width), else convert each block to fp32 first (portable).
 at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& pool_k, const at::Tensor& pool_v,
-                           const at::Tensor& step_k, const at::Tensor& step_v, const std::vector<AttentionItem>& items);
+                           const at::Tensor& step_k, const at::Tensor& step_v, const std::vector<AttentionItem>& items,
+                           CpuIsa isa = default_cpu_isa());
 
 }  // namespace dms::cpu

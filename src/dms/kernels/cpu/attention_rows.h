@@ -1,0 +1,37 @@
+// What the per-ISA attention kernels share: the two inner loops of the CPU attention kernel
+// (paged_attention.cpp) over a run of stored K or V rows, read in the cache's own format and
+// converted in registers. Plain data only, for the reason quant_blocks.h gives.
+#pragma once
+#include <cstdint>
+
+namespace dms::cpu::attn {
+
+// How a stored row holds its head_dim values (kv_quant.h): f32, bf16, f16, or q8 (head_dim int8
+// levels, then one fp16 scale per `group` values).
+enum class RowFormat : uint8_t { F32, BF16, F16, Q8 };
+
+struct Rows {
+  RowFormat format;
+  const uint8_t* data;  // row j at data + j * stride
+  int64_t stride;       // bytes
+  int64_t n;            // rows
+  int64_t dim;          // values per row
+  int64_t group;        // q8: values per scale
+};
+
+// scores[h * n + j] = dot(q + h * dim, row j), for h < heads (the query heads of one KV head).
+using ScoreFn = void (*)(const float* q, int64_t heads, const Rows& rows, float* scores);
+// acc[h * dim + d] += sum over j of w[h * n + j] * row j [d], for h < heads.
+using AccumulateFn = void (*)(float* acc, const float* w, int64_t heads, const Rows& rows);
+
+struct Kernels {
+  ScoreFn scores = nullptr;
+  AccumulateFn accumulate = nullptr;
+  int64_t lanes = 0;  // dim (and a q8 group) must be a multiple of this
+};
+
+// Filled by attention_kernels_<isa>.cpp; call only where the CPU has the ISA.
+void fill_avx2(Kernels& k);    // AVX2, FMA, F16C
+void fill_avx512(Kernels& k);  // AVX-512 F/BW/VL on top of the above
+
+}  // namespace dms::cpu::attn

@@ -1,0 +1,39 @@
+// 8-bit KV rows (--kv-dtype q8). The cache keeps its dtype as an at::ScalarType; q8 is
+// at::kChar, and a q8 row of head_dim values is stored as head_dim int8 levels followed by one
+// fp16 scale per group of kQ8Group values (a whole row when head_dim is not a multiple of it):
+// value = level * scale, scale = max |value| of the group / 127 rounded to fp16, levels rounded
+// to nearest. 64 values take 68 bytes instead of 128 in bf16.
+//
+// Why groups of 32 rather than one scale per row: the keys after RoPE have a few channels far
+// larger than the rest, and one scale per row spends the int8 range on them (docs/RESULTS.md,
+// "8-bit KV", measured both); at head_dim 64 both layouts take the same 68 bytes.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+
+namespace dms::cpu {
+
+constexpr at::ScalarType kQ8 = at::kChar;
+constexpr int64_t kQ8Group = 32;
+
+// Values per scale of a q8 row of head_dim values.
+inline int64_t q8_group(int64_t head_dim) { return head_dim % kQ8Group == 0 ? kQ8Group : head_dim; }
+
+// Bytes of one stored row of head_dim values in `dtype` (f32, bf16, f16 or q8), scales included.
+int64_t kv_row_bytes(at::ScalarType dtype, int64_t head_dim);
+// "f32", "bf16", "f16" or "q8".
+std::string kv_dtype_name(at::ScalarType dtype);
+
+// One row of head_dim floats to q8 (kv_row_bytes(kQ8, head_dim) bytes at `out`), and back.
+void quantize_q8_row(const float* x, int64_t head_dim, uint8_t* out);
+void dequantize_q8_row(const uint8_t* row, int64_t head_dim, float* out);
+
+// x [..., head_dim] (any float dtype) as stored rows: for f32/bf16/f16 x in that dtype; for q8
+// a kChar tensor [..., kv_row_bytes] of quantized rows. Contiguous.
+at::Tensor to_kv_rows(const at::Tensor& x, at::ScalarType dtype);
+// Stored rows back to fp32 [..., head_dim] (tests and tools).
+at::Tensor kv_rows_to_float(const at::Tensor& rows, at::ScalarType dtype, int64_t head_dim);
+
+}  // namespace dms::cpu

@@ -1,0 +1,65 @@
+// 8-bit KV rows (kv_quant.h) against the rule re-derived in plain tensor ops
+// (paged_cache_reference.cpp, stored_values), and the rounding error the rule allows.
+#include <gtest/gtest.h>
+
+#include "dms/kernels/cpu/kv_quant.h"
+#include "dms/util/error.h"
+#include "paged_cache_reference.h"
+
+namespace dms::test {
+namespace {
+
+using cpu::kQ8;
+
+TEST(KvQuant, RowBytesCountScales) {
+  EXPECT_EQ(cpu::kv_row_bytes(kQ8, 64), 64 + 2 * 2);
+  EXPECT_EQ(cpu::kv_row_bytes(kQ8, 128), 128 + 4 * 2);
+  EXPECT_EQ(cpu::kv_row_bytes(kQ8, 80), 80 + 2);  // 32 does not divide 80: one scale per row
+  EXPECT_EQ(cpu::kv_row_bytes(at::kBFloat16, 64), 128);
+  EXPECT_EQ(cpu::kv_row_bytes(at::kFloat, 64), 256);
+  EXPECT_THROW(cpu::kv_row_bytes(at::kInt, 64), Error);
+  EXPECT_EQ(cpu::kv_dtype_name(kQ8), "q8");
+}
+
+// Random rows with a few large channels (as keys after RoPE have), zero groups included.
+at::Tensor random_rows(int64_t n, int64_t D, uint64_t seed) {
+  at::manual_seed(seed);
+  at::Tensor x = at::randn({n, D}) * at::exp(2 * at::randn({n, 1}));
+  x.index_put_({at::indexing::Slice(), at::indexing::Slice(0, D, 7)}, 30 * at::randn({n, (D + 6) / 7}));
+  x.index_put_({0}, 0.0f);
+  return x;
+}
+
+TEST(KvQuant, RoundTripFollowsTheRule) {
+  for (int64_t D : {20, 32, 64, 80, 128}) {
+    SCOPED_TRACE("head dim " + std::to_string(D));
+    const at::Tensor x = random_rows(257, D, static_cast<uint64_t>(D));
+    const at::Tensor rows = cpu::to_kv_rows(x, kQ8);
+    ASSERT_EQ(rows.sizes(), (std::vector<int64_t>{257, cpu::kv_row_bytes(kQ8, D)}));
+    const at::Tensor back = cpu::kv_rows_to_float(rows, kQ8, D).to(at::kDouble);
+    // Same operations in the same fp32 arithmetic: equal to the last bit.
+    EXPECT_TRUE(at::equal(back, stored_values(x, kQ8)));
+    EXPECT_EQ(back.index({0}).abs().max().item<double>(), 0.0);
+
+    // Each value within half a step of its group's scale (plus the fp16 rounding of the scale,
+    // which can push the largest value past level 127).
+    const int64_t group = cpu::q8_group(D);
+    const at::Tensor absmax = std::get<0>(x.reshape({257, D / group, group}).abs().max(-1, true)).to(at::kDouble);
+    const at::Tensor bound = absmax / 254 + absmax * std::ldexp(1.0, -10);
+    const at::Tensor err = (back - x.to(at::kDouble)).abs().reshape({257, D / group, group});
+    EXPECT_TRUE((err <= bound).all().item<bool>()) << "worst excess " << (err - bound).max().item<double>();
+  }
+}
+
+TEST(KvQuant, OtherDtypesAreRoundedCopies) {
+  const at::Tensor x = random_rows(9, 64, 3);
+  for (auto dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    const at::Tensor rows = cpu::to_kv_rows(x, dtype);
+    EXPECT_EQ(rows.scalar_type(), dtype);
+    EXPECT_TRUE(at::equal(cpu::kv_rows_to_float(rows, dtype, 64), x.to(dtype).to(at::kFloat)));
+  }
+  EXPECT_THROW(cpu::kv_rows_to_float(at::zeros({2, 67}, at::kChar), kQ8, 64), Error);
+}
+
+}  // namespace
+}  // namespace dms::test
