@@ -3,10 +3,11 @@
 // batch. Not a test: numbers depend on the machine and its load (bench/RESULTS.md).
 //
 //   build/paged_attention_bench [--context N] [--batch B] [--dtypes bf16,q8,...] [--shape smollm|llama8b]
-//                               [--block-size N] [--calls N] [--threads T]
+//                               [--block-size N] [--calls N] [--threads T] [--random 1]
 //
-// Each (sequence, KV head) holds `context` keys in blocks scattered through its layer's pool in
-// random order (as after churn), every key visible; one query per sequence, as in decode. The
+// Each (sequence, KV head) holds `context` keys, every one visible; one query per sequence, as in
+// decode. Its blocks lie in runs of 32 (as a prefill in chunks of 512 tokens leaves them in a
+// fresh pool) in random order, or with --random each block anywhere (as after much churn). The
 // pool is larger than the caches, so every call reads its keys from memory.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -28,7 +29,7 @@
 namespace {
 
 struct Options {
-  int64_t context = 8192, batch = 16, block_size = 16, calls = 20, threads = 2;
+  int64_t context = 8192, batch = 16, block_size = 16, calls = 20, threads = 2, random = 0;
   int64_t n_kv = 3, group = 3, dim = 64;
   std::vector<std::string> dtypes{"bf16", "q8"};
 };
@@ -56,6 +57,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--block-size") o.block_size = number();
     else if (a == "--calls") o.calls = number();
     else if (a == "--threads") o.threads = number();
+    else if (a == "--random") o.random = number();
     else if (a == "--shape" && v == "smollm") o.n_kv = 3, o.group = 3, o.dim = 64;
     else if (a == "--shape" && v == "llama8b") o.n_kv = 8, o.group = 4, o.dim = 128;
     else if (a == "--dtypes") {
@@ -106,7 +108,12 @@ int main(int argc, char** argv) {
     const at::Tensor q = at::randn({o.batch, o.n_kv * o.group, o.dim});
     std::vector<int32_t> order(num_blocks);
     std::iota(order.begin(), order.end(), 0);
-    std::shuffle(order.begin(), order.end(), rng);
+    const int64_t run = o.random ? 1 : 32;
+    std::vector<int64_t> runs((num_blocks + run - 1) / run);
+    std::iota(runs.begin(), runs.end(), 0);
+    std::shuffle(runs.begin(), runs.end(), rng);
+    for (int64_t r = 0, b = 0; r < static_cast<int64_t>(runs.size()); ++r)
+      for (int64_t k = runs[r] * run; k < std::min(num_blocks, (runs[r] + 1) * run); ++k) order[b++] = static_cast<int32_t>(k);
     std::vector<dms::cpu::AttentionItem> work;
     for (int64_t i = 0; i < items; ++i)
       work.push_back({.kv_head = i % o.n_kv,

@@ -27,7 +27,7 @@ using AccumulateFn = void (*)(float* acc, const float* w, int64_t heads, const R
 struct Kernels {
   ScoreFn scores = nullptr;
   AccumulateFn accumulate = nullptr;
-  int64_t lanes = 0;  // dim (and a q8 group) must be a multiple of this
+  int64_t run = 0;  // values per step of the loops: dim must be a multiple of it (and a q8 group equal)
 };
 
 // Filled by attention_kernels_<isa>.cpp; call only where the CPU has the ISA.

@@ -127,7 +127,7 @@ const attn::Kernels* isa_kernels(CpuIsa isa, int64_t dim, int64_t group) {
     return k;
   }();
   const attn::Kernels* table = isa == CpuIsa::Avx512 ? &avx512 : isa == CpuIsa::Avx2 ? &avx2 : nullptr;
-  if (!table || !table->scores || dim % table->lanes != 0 || group % table->lanes != 0) return nullptr;
+  if (!table || !table->scores || dim % table->run != 0 || (group != dim && group != table->run)) return nullptr;
   return table;
 }
 
