@@ -36,7 +36,25 @@ TEST(BenchDecode, ReportsEachPolicysCacheAndEveryTimedStep) {
   EXPECT_EQ(row[1].policy, "dms");
   EXPECT_EQ(row[1].live_slots, heads * window);
   EXPECT_NEAR(row[1].compression_ratio, static_cast<double>(context) / window, 1e-12);
-  EXPECT_EQ(s.live_kv_bytes(row[1].live_slots), heads * window * 2 * c.head_dim * 2);
+  EXPECT_EQ(s.live_kv_bytes("dms", row[1].live_slots), heads * window * 2 * c.head_dim * 2);
+}
+
+// "policy:dtype" measures that policy with its own KV dtype beside the others, side by side.
+TEST(BenchDecode, PolicyNamesCarryTheirOwnKvDtype) {
+  const int64_t window = 8, context = 50, batch = 2;
+  const BenchSetup s = tiny_setup(forced_dms(1.0, window));
+  const ModelConfig& c = s.model.info.config;
+  const auto row = measure_decode(s, {"dms", "dms:q8", "dense:q8"}, context, batch, 1, 1);
+  ASSERT_EQ(row.size(), 3u);
+  EXPECT_EQ(row[1].policy, "dms:q8");
+  EXPECT_EQ(row[1].live_slots, row[0].live_slots);  // the same keys kept, in fewer bytes
+  // A q8 row: head_dim levels and an fp16 scale per 32 values (per row when 32 does not divide it).
+  const int64_t q8_row = c.head_dim + 2 * (c.head_dim % 32 == 0 ? c.head_dim / 32 : 1);
+  EXPECT_EQ(s.live_kv_bytes("dms:q8", row[1].live_slots), row[1].live_slots * 2 * q8_row);
+  EXPECT_EQ(row[2].dense_bytes, batch * context * c.n_layers * c.n_kv_heads * 2 * q8_row);
+  EXPECT_EQ(row[2].kv_bytes, batch * c.n_layers * c.n_kv_heads * ceil_div(context, kBlock) * kBlock * 2 * q8_row);
+  EXPECT_THROW(s.spec("dms:q4"), Error);
+  EXPECT_EQ(s.spec("dense").kv_dtype, at::kBFloat16);
 }
 
 // The tiny checkpoint is fp32, loaded as fp32, with the embedding tied to the output

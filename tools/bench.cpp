@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "dms/cache/cache_sizing.h"
 #include "dms/eval/bench_budget.h"
+#include "dms/kernels/cpu/kv_quant.h"
 #include "dms/eval/bench_decode.h"
 #include "dms/eval/bench_prefill.h"
 #include "machine_probe.h"
@@ -65,7 +66,10 @@ int run_bench(int argc, char** argv) {
                     std::nullopt);
   args.option("contexts", "LIST", "context lengths", "1024,2048,4096,8192,16384")
       .option("batches", "LIST", "batch sizes", "1,4,16,32")
-      .option("policies", "LIST", "policies to compare; the first is the reference", "dense,dms")
+      .option("policies", "LIST",
+              "policies to compare, each in --kv-dtype or its own after a colon (dense,dense:q8,dms,dms:q8); "
+              "the first is the reference",
+              "dense,dms")
       .option("steps", "N", "timed decode steps per repeat", "4")
       .option("repeats", "N", "repeats of the timed decode steps and of each prefill", "3")
       .option("max-dense-kv", "BYTES", "skip decode settings whose dense KV would exceed this", "11.5GiB")
@@ -89,8 +93,19 @@ int run_bench(int argc, char** argv) {
 
   Model model = load_model_from_args(args);
   const ModelConfig& c = model.info.config;
-  const BenchSetup s{model, policy_options_from_args(args, model, policies, "policies"), kv_dtype_from_args(args),
+  const at::ScalarType kv_dtype = kv_dtype_from_args(args);
+  std::vector<std::string> policy_names;  // without their KV dtypes
+  for (const auto& name : policies) policy_names.push_back(name.substr(0, name.find(':')));
+  const BenchSetup s{model, policy_options_from_args(args, model, policy_names, "policies"), kv_dtype,
                      args.at_least("block-size", 1), args.at_least("prefill-chunk", 1)};
+  int64_t kv_per_token = 0;  // the largest of the compared caches'
+  for (const auto& name : policies) {
+    try {
+      kv_per_token = std::max(kv_per_token, kv_bytes_per_token(c, s.spec(name).kv_dtype));
+    } catch (const Error& e) {
+      throw UsageError(std::string("--policies: ") + e.what());
+    }
+  }
   if (budget > 0) {  // a budget too small for any block is an error before any measurement
     try {
       s.cache_of_bytes(policies.front(), budget);
@@ -98,11 +113,10 @@ int run_bench(int argc, char** argv) {
       throw UsageError(std::string("--kv-budget: ") + e.what());
     }
   }
-  const int64_t kv_per_token = kv_bytes_per_token(c, s.kv_dtype);
   const int64_t weight_bytes = decode_weight_bytes(model.transformer->weights());
   const Bandwidth bw = measure_bandwidth(probe_mib << 20);
-  auto roofline_ms = [&](int64_t live_slots) {
-    return 1e3 * static_cast<double>(weight_bytes + s.live_kv_bytes(live_slots)) / bw.read_bytes_per_s;
+  auto roofline_ms = [&](const std::string& name, int64_t live_slots) {
+    return 1e3 * static_cast<double>(weight_bytes + s.live_kv_bytes(name, live_slots)) / bw.read_bytes_per_s;
   };
   std::printf("model %s (%s), %d threads, KV %s, policies: %s\n", model.info.path.c_str(), arch_name(c.arch).c_str(),
               at::get_num_threads(), args.str("kv-dtype").c_str(), args.str("policies").c_str());
@@ -128,7 +142,7 @@ int run_bench(int argc, char** argv) {
       const double ref_ms = Spread(row.front().step_ms).median;
       for (const DecodeResult& m : row) {
         const Spread sp(m.step_ms);
-        const double roof = roofline_ms(m.live_slots);
+        const double roof = roofline_ms(m.policy, m.live_slots);
         std::printf("%8lld %6lld %-10s %10.1f %20s %10.2f %7.0f%% %12s %7.2f %8.2fx %8.2fx %11.1f\n",
                     static_cast<long long>(context), static_cast<long long>(batch), m.policy.c_str(), sp.median,
                     spread_text(sp, "%.1f").c_str(), roof, 100 * roof / sp.median,
@@ -144,7 +158,8 @@ int run_bench(int argc, char** argv) {
                                {"tokens_per_s", 1e3 * static_cast<double>(batch) / sp.median},
                                {"kv_bytes", m.kv_bytes},
                                {"dense_kv_bytes", m.dense_bytes},
-                               {"live_kv_bytes", s.live_kv_bytes(m.live_slots)},
+                               {"kv_dtype", cpu::kv_dtype_name(s.spec(m.policy).kv_dtype)},
+                               {"live_kv_bytes", s.live_kv_bytes(m.policy, m.live_slots)},
                                {"compression_ratio", m.compression_ratio},
                                {"roofline_ms", roof},
                                {"roofline_fraction", roof / sp.median},

@@ -198,8 +198,7 @@ std::unique_ptr<PagedKVCache> make_cache_from_args(const Args& args, const Model
 at::ScalarType kv_dtype_from_args(const Args& args) { return parse_kv_dtype(args.str("kv-dtype"), "kv-dtype"); }
 
 at::ScalarType parse_kv_dtype(const std::string& text, const std::string& option) {
-  if (text == "q8") return cpu::kQ8;
-  if (text == "f32" || text == "bf16" || text == "f16") return parse_dtype(text, option, true);
+  if (const auto dtype = cpu::kv_dtype_from_name(text)) return *dtype;
   throw UsageError("--" + option + ": expected f32, bf16, f16 or q8, got '" + text + "'");
 }
 

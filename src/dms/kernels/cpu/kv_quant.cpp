@@ -32,6 +32,12 @@ std::string kv_dtype_name(at::ScalarType dtype) {
   }
 }
 
+std::optional<at::ScalarType> kv_dtype_from_name(const std::string& name) {
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf, kQ8})
+    if (kv_dtype_name(dtype) == name) return dtype;
+  return std::nullopt;
+}
+
 void quantize_q8_row(const float* x, int64_t head_dim, uint8_t* out) {
   const int64_t group = q8_group(head_dim);
   auto* levels = reinterpret_cast<int8_t*>(out);

@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace dms::cpu {
@@ -24,8 +25,9 @@ inline int64_t q8_group(int64_t head_dim) { return head_dim % kQ8Group == 0 ? kQ
 
 // Bytes of one stored row of head_dim values in `dtype` (f32, bf16, f16 or q8), scales included.
 int64_t kv_row_bytes(at::ScalarType dtype, int64_t head_dim);
-// "f32", "bf16", "f16" or "q8".
+// "f32", "bf16", "f16" or "q8", and back (nullopt for another name).
 std::string kv_dtype_name(at::ScalarType dtype);
+std::optional<at::ScalarType> kv_dtype_from_name(const std::string& name);
 
 // One row of head_dim floats to q8 (kv_row_bytes(kQ8, head_dim) bytes at `out`), and back.
 void quantize_q8_row(const float* x, int64_t head_dim, uint8_t* out);
