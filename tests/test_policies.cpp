@@ -34,8 +34,9 @@ constexpr double kTieGap = 1e-4;
 // test's own attention over the keys the cache reported before the step plus the step's keys.
 class PolicyDriver {
  public:
-  PolicyDriver(const ModelConfig& shape, int64_t block_size, std::unique_ptr<EvictionPolicy> policy, uint64_t seed)
-      : shape_(shape), cache_(shape, {at::kFloat, block_size, 4096}, std::move(policy)) {
+  PolicyDriver(const ModelConfig& shape, int64_t block_size, std::unique_ptr<EvictionPolicy> policy, uint64_t seed,
+               at::ScalarType kv_dtype = at::kFloat)
+      : shape_(shape), kv_dtype_(kv_dtype), cache_(shape, {kv_dtype, block_size, 4096}, std::move(policy)) {
     at::manual_seed(seed);
   }
 
@@ -67,8 +68,8 @@ class PolicyDriver {
       for (const auto& s : step) {
         at::Tensor& hk = keys_[{s.id, l}];
         at::Tensor& hv = values_[{s.id, l}];
-        hk = at::cat({hk, k.narrow(0, row, s.n_tokens).to(at::kDouble)});
-        hv = at::cat({hv, v.narrow(0, row, s.n_tokens).to(at::kDouble)});
+        hk = at::cat({hk, stored_values(k.narrow(0, row, s.n_tokens), kv_dtype_)});
+        hv = at::cat({hv, stored_values(v.narrow(0, row, s.n_tokens), kv_dtype_)});
         const int64_t first = hk.size(0) - s.n_tokens;
         for (int64_t g = 0; g < n_kv; ++g) {
           std::vector<int64_t> pos(before[{s.id, l, g}].begin(), before[{s.id, l, g}].end());
@@ -125,6 +126,7 @@ class PolicyDriver {
 
  private:
   ModelConfig shape_;
+  at::ScalarType kv_dtype_;
   PagedKVCache cache_;
   std::map<std::pair<SequenceId, int64_t>, at::Tensor> keys_, values_;
   std::map<std::tuple<SequenceId, int64_t, int64_t>, std::map<int32_t, double>> accumulated_, before_eviction_,
@@ -205,11 +207,12 @@ std::vector<PolicyCase> policy_cases() {
   };
 }
 
-TEST(Policies, EveryPolicyKeepsItsBudgetAndProtectedKeysAndAttendsExactlyWhatItKept) {
+// With q8 KV (at::kChar) the reference attends over the values the cache stored (stored_values).
+void check_every_policy(at::ScalarType kv_dtype) {
   for (const PolicyCase& pc : policy_cases()) {
-    SCOPED_TRACE(pc.name);
+    SCOPED_TRACE(pc.name + ", KV " + c10::toString(kv_dtype));
     const int64_t block = 5;
-    PolicyDriver d(attention_config(2, 2, 2, 16), block, pc.make(), 41);
+    PolicyDriver d(attention_config(2, 2, 2, 16), block, pc.make(), 41, kv_dtype);
     std::mt19937_64 rng(43);
     const SequenceId a = d.add(), b = d.add();
     std::map<SequenceId, int64_t> prompt{{a, 150}, {b, 7}};
@@ -247,6 +250,10 @@ TEST(Policies, EveryPolicyKeepsItsBudgetAndProtectedKeysAndAttendsExactlyWhatItK
     }
   }
 }
+
+TEST(Policies, EveryPolicyKeepsItsBudgetAndProtectedKeysAndAttendsExactlyWhatItKept) { check_every_policy(at::kFloat); }
+
+TEST(Policies, EveryPolicyWithQ8KeysAttendsExactlyWhatItKept) { check_every_policy(at::kChar); }
 
 TEST(Policies, BudgetGrowsWithTokensSeen) {
   const Budget b = ratio_budget(3.0, 10);
