@@ -24,9 +24,18 @@ using ScoreFn = void (*)(const float* q, int64_t heads, const Rows& rows, float*
 // acc[h * dim + d] += sum over j of w[h * n + j] * row j [d], for h < heads.
 using AccumulateFn = void (*)(float* acc, const float* w, int64_t heads, const Rows& rows);
 
+// One tile folded into the online softmax of `heads` query rows (q + h * dim): s_j = scale *
+// q_h . key j, -inf where visible[j] == 0 (visible nullptr: every key seen); then max[h] <- m =
+// max(max[h], s_j), sum[h] <- sum[h] e^(max[h] - m) + sum_j e^(s_j - m), acc[h] <- acc[h]
+// e^(max[h] - m) + sum_j e^(s_j - m) value j. A row that sees no key of the tile is unchanged.
+// `w`: heads * n floats of scratch.
+using FoldFn = void (*)(const float* q, int64_t heads, float scale, const Rows& keys, const Rows& values,
+                        const uint8_t* visible, float* max, float* sum, float* acc, float* w);
+
 struct Kernels {
   ScoreFn scores = nullptr;
   AccumulateFn accumulate = nullptr;
+  FoldFn fold = nullptr;
   int64_t run = 0;  // values per step of the loops: dim must be a multiple of it (and a q8 group equal)
 };
 

@@ -268,8 +268,14 @@ class Kernel {
       const TileView t = tile(it, index, sc);
       for (int64_t q = t.first_query; q < it.n_queries; ++q) {
         if (!t.all_visible && !visibility(t, it.first_pos + q, sc)) continue;
-        scores(it, t, q, t.all_visible, sc);
         float* acc_q = p.acc.data() + q * G * D;
+        if (isa_) {  // the whole update in the ISA's vectors
+          isa_->fold(query(it, q, 0), G, s_.scale, rows(t.k_rows, t), rows(t.v_rows, t),
+                     t.all_visible ? nullptr : sc.visible.data(), p.max.data() + q * G, p.sum.data() + q * G, acc_q,
+                     sc.scores.data());
+          continue;
+        }
+        scores(it, t, q, t.all_visible, sc);
         for (int64_t h = 0; h < G; ++h) {
           const int64_t r = q * G + h;
           float* w = sc.scores.data() + h * t.n;
@@ -287,12 +293,8 @@ class Kernel {
           for (int64_t j = 0; j < t.n; ++j) sum += w[j];
           p.sum[r] += sum;
         }
-        if (isa_) {
-          isa_->accumulate(acc_q, sc.scores.data(), G, rows(t.v_rows, t));
-        } else {
-          for (int64_t h = 0; h < G; ++h)
-            add_weighted_rows(acc_q + h * D, sc.scores.data() + h * t.n, t.v, t.stride, t.n, D);
-        }
+        for (int64_t h = 0; h < G; ++h)
+          add_weighted_rows(acc_q + h * D, sc.scores.data() + h * t.n, t.v, t.stride, t.n, D);
       }
     }
   }
