@@ -4,6 +4,8 @@
 #include "args.h"
 #include "common.h"
 #include "commands.h"
+#include "dms/cache/cache_sizing.h"
+#include "dms/kernels/cpu/kv_quant.h"
 #include "dms/model/loader.h"
 
 namespace dms::cli {
@@ -40,7 +42,8 @@ int run_info(int argc, char** argv) {
       {"rope_scaling", c.rope.type},
       {"tied_embeddings", c.tie_word_embeddings},
       {"dms", c.dms.mode == DmsMode::Off ? nlohmann::json(nullptr) : c.dms.to_json()},
-      {"kv_bytes_per_token", {{"f32", c.kv_bytes_per_token(4)}, {"bf16", c.kv_bytes_per_token(2)}}},
+      {"kv_bytes_per_token",
+       {{"f32", c.kv_bytes_per_token(4)}, {"bf16", c.kv_bytes_per_token(2)}, {"q8", kv_bytes_per_token(c, cpu::kQ8)}}},
   };
   if (args.has("json")) {
     std::printf("%s\n", j.dump(2).c_str());
@@ -74,7 +77,7 @@ int run_info(int argc, char** argv) {
     row("DMS decision heads", dms);
   }
   row("KV bytes / token", std::to_string(c.kv_bytes_per_token(4)) + " (f32), " + std::to_string(c.kv_bytes_per_token(2)) +
-                              " (bf16); " + human_bytes(static_cast<double>(c.kv_bytes_per_token(2) * c.max_position)) +
+                              " (bf16), " + std::to_string(kv_bytes_per_token(c, cpu::kQ8)) + " (q8); " + human_bytes(static_cast<double>(c.kv_bytes_per_token(2) * c.max_position)) +
                               " bf16 at full context");
   return 0;
 }

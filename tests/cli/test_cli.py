@@ -88,6 +88,10 @@ class Info(unittest.TestCase):
         self.assertEqual(info["tensor_types"], types)
         head_dim = info["hidden_size"] // info["attention_heads"]
         self.assertEqual(info["kv_bytes_per_token"]["bf16"], 2 * info["layers"] * info["kv_heads"] * head_dim * 2)
+        # q8: head_dim int8 levels and an fp16 scale per 32 of them (per row when 32 does not divide it)
+        scales = head_dim // 32 if head_dim % 32 == 0 else 1
+        self.assertEqual(info["kv_bytes_per_token"]["q8"],
+                         2 * info["layers"] * info["kv_heads"] * (head_dim + 2 * scales))
         self.assertEqual(info["file_bytes"], os.path.getsize(MODEL))
         # Inference holds the matrices the kernels read as stored at their size in the file, the
         # rest (norms) as f32.

@@ -1,4 +1,4 @@
-// What the per-ISA attention kernels share: the two inner loops of the CPU attention kernel
+// What the per-ISA attention kernels share: the inner loops of the CPU attention kernel
 // (paged_attention.cpp) over a run of stored K or V rows, read in the cache's own format and
 // converted in registers. Plain data only, for the reason quant_blocks.h gives.
 #pragma once
@@ -21,8 +21,6 @@ struct Rows {
 
 // scores[h * n + j] = dot(q + h * dim, row j), for h < heads (the query heads of one KV head).
 using ScoreFn = void (*)(const float* q, int64_t heads, const Rows& rows, float* scores);
-// acc[h * dim + d] += sum over j of w[h * n + j] * row j [d], for h < heads.
-using AccumulateFn = void (*)(float* acc, const float* w, int64_t heads, const Rows& rows);
 
 // One tile folded into the online softmax of `heads` query rows (q + h * dim): s_j = scale *
 // q_h . key j, -inf where visible[j] == 0 (visible nullptr: every key seen); then max[h] <- m =
@@ -34,7 +32,6 @@ using FoldFn = void (*)(const float* q, int64_t heads, float scale, const Rows& 
 
 struct Kernels {
   ScoreFn scores = nullptr;
-  AccumulateFn accumulate = nullptr;
   FoldFn fold = nullptr;
   int64_t run = 0;  // values per step of the loops: dim must be a multiple of it (and a q8 group equal)
 };

@@ -48,8 +48,12 @@ void quantize_q8_row(const float* x, int64_t head_dim, uint8_t* out) {
     for (int64_t i = 0; i < group; ++i) absmax = std::max(absmax, std::fabs(xg[i]));
     const c10::Half scale(absmax / 127.0f);
     const float s = static_cast<float>(scale);
-    for (int64_t i = 0; i < group; ++i)  // a division, not a product with 1 / s: rounds as the rule says
-      levels[g * group + i] = s > 0 ? static_cast<int8_t>(std::clamp(std::nearbyint(xg[i] / s), -127.0f, 127.0f)) : 0;
+    for (int64_t i = 0; i < group; ++i) {
+      // A division, not a product with 1 / s: rounds as the rule says. A zero group stores zeros,
+      // and a non-finite value (a broken forward) level 0 rather than an undefined conversion.
+      const float l = s > 0 ? std::clamp(std::nearbyint(xg[i] / s), -127.0f, 127.0f) : 0.0f;
+      levels[g * group + i] = std::isfinite(l) ? static_cast<int8_t>(l) : 0;
+    }
     std::memcpy(scales + 2 * g, &scale.x, 2);
   }
 }

@@ -8,8 +8,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 
 #include "dms/format/half.h"
 #include "dms/kernels/cpu/attention_rows.h"
