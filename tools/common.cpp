@@ -64,11 +64,11 @@ void add_cache_options(Args& args, const std::string& kv_budget_help, std::optio
 
 namespace {
 
-at::ScalarType parse_dtype(const std::string& text, const std::string& option, bool allow_f16) {
+// The compute dtype (--dtype); the KV cache's has its own parser, parse_kv_dtype.
+at::ScalarType parse_dtype(const std::string& text, const std::string& option) {
   if (text == "f32") return at::kFloat;
   if (text == "bf16") return at::kBFloat16;
-  if (allow_f16 && text == "f16") return at::kHalf;
-  throw UsageError("--" + option + ": expected f32, bf16" + (allow_f16 ? ", f16" : "") + ", got '" + text + "'");
+  throw UsageError("--" + option + ": expected f32, bf16, got '" + text + "'");
 }
 
 }  // namespace
@@ -81,7 +81,7 @@ void set_threads_from_args(const Args& args) {
   }
 }
 
-at::ScalarType dtype_from_args(const Args& args) { return parse_dtype(args.str("dtype"), "dtype", false); }
+at::ScalarType dtype_from_args(const Args& args) { return parse_dtype(args.str("dtype"), "dtype"); }
 
 Model load_model_from_args(const Args& args, ShippedAdapter shipped) {
   set_threads_from_args(args);
