@@ -3,11 +3,12 @@
 // fp32 weights the engine uses today; and, with --crossover, decode against batched path times
 // over n. Not a test: numbers depend on the machine and its load (bench/RESULTS.md).
 //
-//   build-quant/quant_matmul_bench [--crossover] [--seconds S] [--threads T]
+//   build-quant/quant_matmul_bench [--crossover] [--seconds S] [--threads T] [--pool-mib M]
 //
 // Each call reads a different copy of the weights, cycling through a pool of at least 128 MiB,
 // so the bytes come from memory rather than a warm cache, as in a decode step over a whole model;
-// the fp32 weights of today's path likewise.
+// the fp32 weights of today's path likewise. `--pool-mib 0` keeps one copy (warm in cache: the
+// kernels' compute speed).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -29,7 +30,7 @@ using dms::cpu::CpuIsa;
 using dms::cpu::QuantMatrix;
 using dms::cpu::QuantPath;
 
-constexpr size_t kPoolBytes = size_t{128} << 20;
+size_t kPoolBytes = size_t{128} << 20;
 
 struct Shape {
   const char* what;
@@ -157,8 +158,9 @@ int main(int argc, char** argv) {
     if (arg == "--crossover") cross = true;
     else if (arg == "--seconds" && i + 1 < argc) seconds = std::stod(argv[++i]);
     else if (arg == "--threads" && i + 1 < argc) at::set_num_threads(std::stoi(argv[++i]));
+    else if (arg == "--pool-mib" && i + 1 < argc) kPoolBytes = std::stoul(argv[++i]) << 20;
     else {
-      std::fprintf(stderr, "usage: %s [--crossover] [--seconds S] [--threads T]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--crossover] [--seconds S] [--threads T] [--pool-mib M]\n", argv[0]);
       return 2;
     }
   }

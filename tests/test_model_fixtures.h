@@ -45,8 +45,9 @@ at::Tensor prompt_logits(const Transformer& model, const std::vector<int64_t>& t
 // `n` greedy tokens after `prompt`, decoded one at a time over the dense cache.
 std::vector<int64_t> greedy(const Transformer& model, const std::vector<int64_t>& prompt, int64_t n);
 
-// max |ours - ref| must not exceed rel * max(1, max |ref|); `what` names the comparison.
-void expect_logits_near(const at::Tensor& ours, const at::Tensor& ref, double rel, const std::string& what);
+// max |ours - ref| must not exceed rel * max(1, max |ref|) + extra; `what` names the comparison.
+void expect_logits_near(const at::Tensor& ours, const at::Tensor& ref, double rel, const std::string& what,
+                        double extra = 0);
 double logit_bound(const at::Tensor& ref, double rel);
 
 // Greedy tokens against the reference's, step by step until the first step whose reference

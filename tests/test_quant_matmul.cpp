@@ -120,17 +120,32 @@ std::vector<float> random_activations(int64_t n, int64_t cols, std::mt19937_64& 
   return x;
 }
 
+// The types whose SIMD decode kernels quantize the activations to 16 bits per 32 elements.
+bool quantizes_activations(GgmlType t, CpuIsa isa) {
+  const bool int_type = t == GgmlType::Q4_0 || t == GgmlType::Q4_1 || t == GgmlType::Q5_0 || t == GgmlType::Q5_1 ||
+                        t == GgmlType::Q8_0 || t == GgmlType::Q4_K || t == GgmlType::Q6_K;
+  return int_type && isa != CpuIsa::Scalar;
+}
+
 // Per output: the fp64 product of the dequantized weights and the activations, and the error the
-// kernel may make. Both paths keep the activations in fp32.
+// kernel may make.
 //
-// Decode path: the kernels dequantize each weight in registers (level times the block's scale,
-// or scale times sub-scale, plus min) with at most three fp32 roundings, and dequantize_row's own
-// value w carries as many, so the weight a kernel uses is within 6 eps * bound_j of w
-// (bound_j >= every partial term of the element, see TypeSpec). The products are then summed in
-// fp32 in some order (FMA or multiply-add, lanes and accumulators, a horizontal sum): at most
-// (cols + 1) eps * sum |w x| to first order for any order. Hence (cols + 16) eps * sum_j
-// bound_j |x_j|, with 9 eps of margin for second-order terms. The 16-bit weights are exact in
-// fp32: only the sum's rounding, (cols + 8) eps * sum |w x|.
+// Decode path with fp32 activations: the kernels dequantize each weight in registers (level times
+// the block's scale, or scale times sub-scale, plus min) with at most three fp32 roundings, and
+// dequantize_row's own value w carries as many, so the weight a kernel uses is within
+// 6 eps * bound_j of w (bound_j >= every partial term of the element, see TypeSpec). The products
+// are then summed in fp32 in some order (FMA or multiply-add, lanes and accumulators, a horizontal
+// sum): at most (cols + 1) eps * sum |w x| to first order for any order. Hence (cols + 16) eps *
+// sum_j bound_j |x_j|, with 9 eps of margin for second-order terms. The 16-bit weights are exact
+// in fp32: only the sum's rounding, (cols + 8) eps * sum |w x|.
+//
+// Decode path with 16-bit activations: x_j is replaced by q_j * s, s = m / 32767 with m the
+// largest |x| of its 32-element block and q_j = round(x_j / s) computed as round(x_j * fl(32767 / m)):
+// |q_j s - x_j| <= s / 2 plus the rounding of the reciprocal and of s (under 2^-9 s in all), so
+// <= 0.51 s, and the kernel computes sum_j w_j q_j s (the constant terms too multiply the
+// quantized values): sum_j |w_j| 0.51 s off the exact product. The fp32 arithmetic that follows
+// (the integer sum's conversion, scale times step, the FMA and the sums) is the fp32 bound above
+// with |x_j| + 0.51 s for |x_j|: (cols + 16) eps * sum_j bound_j (|x_j| + 0.51 s) + sum_j |w_j| 0.51 s.
 //
 // Batched path: dequantize_row's values, then an fp32 GEMM in any order: cols * eps * sum |w x|
 // (with a 1% margin on the first-order bound).
@@ -138,24 +153,41 @@ struct Expected {
   std::vector<double> y, tol;
 };
 
-Expected reference(const TypeSpec& spec, const Weights& w, const std::vector<float>& x, int64_t n, bool batched) {
+enum class Path { Float, Int16, Batched };
+
+Path path_of(const TypeSpec& spec, CpuIsa isa, QuantPath path, int64_t n) {
+  const bool batched = path == QuantPath::Batched || (path == QuantPath::Auto && n >= dms::cpu::kBatchedMinRows);
+  if (batched) return Path::Batched;
+  return quantizes_activations(spec.type, isa) ? Path::Int16 : Path::Float;
+}
+
+Expected reference(const TypeSpec& spec, const Weights& w, const std::vector<float>& x, int64_t n, Path path) {
   const int64_t rows = w.matrix.rows, cols = w.matrix.cols;
   Expected e{std::vector<double>(n * rows), std::vector<double>(n * rows)};
   for (int64_t t = 0; t < n; ++t) {
     const float* xt = x.data() + t * cols;
+    std::vector<double> half_step(cols, 0.0);  // 0.51 s of each element's block
+    if (path == Path::Int16) {
+      for (int64_t j0 = 0; j0 < cols; j0 += 32) {
+        double m = 0;
+        for (int64_t j = j0; j < j0 + 32; ++j) m = std::max(m, std::fabs(static_cast<double>(xt[j])));
+        for (int64_t j = j0; j < j0 + 32; ++j) half_step[j] = 0.51 * m / 32767;
+      }
+    }
     for (int64_t r = 0; r < rows; ++r) {
       const float* wr = w.values.data() + r * cols;
       const double* br = w.bound.data() + r * cols;
-      double sum = 0, abs_sum = 0, terms = 0;
+      double sum = 0, abs_sum = 0, terms = 0, step_error = 0;
       for (int64_t j = 0; j < cols; ++j) {
         sum += static_cast<double>(wr[j]) * xt[j];
         abs_sum += std::fabs(static_cast<double>(wr[j]) * xt[j]);
-        terms += br[j] * std::fabs(xt[j]);
+        terms += br[j] * (std::fabs(xt[j]) + half_step[j]);
+        step_error += std::fabs(static_cast<double>(wr[j])) * half_step[j];
       }
       double tol;
-      if (batched) tol = 1.01 * static_cast<double>(cols) * kEps * abs_sum;
+      if (path == Path::Batched) tol = 1.01 * static_cast<double>(cols) * kEps * abs_sum;
       else if (is_16_bit(spec.type)) tol = static_cast<double>(cols + 8) * kEps * abs_sum;
-      else tol = static_cast<double>(cols + 16) * kEps * terms;
+      else tol = static_cast<double>(cols + 16) * kEps * terms + step_error;
       e.y[t * rows + r] = sum;
       e.tol[t * rows + r] = tol;
     }
@@ -182,7 +214,7 @@ void check(const TypeSpec& spec, CpuIsa isa, QuantPath path, int64_t rows, int64
   const std::vector<float> x = random_activations(n, cols, rng);
   std::vector<float> y(n * rows, std::nanf(""));
   dms::cpu::quant_matmul(w.matrix, x.data(), n, y.data(), {isa, path});
-  const Expected e = reference(spec, w, x, n, path == QuantPath::Batched);
+  const Expected e = reference(spec, w, x, n, path_of(spec, isa, path, n));
   for (int64_t i = 0; i < n * rows; ++i) {
     ASSERT_LE(std::fabs(y[i] - e.y[i]), e.tol[i])
         << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa)
@@ -239,7 +271,7 @@ TEST(QuantMatmul, DecodeRowDoesNotDependOnTheOtherRows) {
     }
 }
 
-// The two paths differ by fp32 summation order only: within the sum of their tolerances.
+// The two paths agree within the sum of their tolerances.
 TEST(QuantMatmul, DecodeAgreesWithBatched) {
   uint64_t seed = 4000;
   for (const TypeSpec& spec : type_specs())
@@ -251,11 +283,34 @@ TEST(QuantMatmul, DecodeAgreesWithBatched) {
       std::vector<float> decode(n * rows), batched(n * rows);
       dms::cpu::quant_matmul(w.matrix, x.data(), n, decode.data(), {isa, QuantPath::Decode});
       dms::cpu::quant_matmul(w.matrix, x.data(), n, batched.data(), {isa, QuantPath::Batched});
-      const Expected d = reference(spec, w, x, n, false), b = reference(spec, w, x, n, true);
+      const Expected d = reference(spec, w, x, n, path_of(spec, isa, QuantPath::Decode, n)),
+                     b = reference(spec, w, x, n, Path::Batched);
       for (int64_t i = 0; i < n * rows; ++i)
         ASSERT_LE(std::fabs(decode[i] - batched[i]), d.tol[i] + b.tol[i])
             << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa) << " output " << i;
     }
+}
+
+// A NaN or infinity among a row's activations reaches that row's outputs, as with fp32 activations,
+// and no other row's.
+TEST(QuantMatmul, NonFiniteActivationsStayInTheirRow) {
+  uint64_t seed = 4500;
+  for (const TypeSpec& spec : type_specs())
+    for (CpuIsa isa : supported_isas())
+      for (float bad : {std::nanf(""), INFINITY}) {
+        std::mt19937_64 rng(++seed);
+        const int64_t rows = 5, cols = test_cols(spec.type).back(), n = 3;
+        const Weights w = random_weights(spec, rows, cols, rng);
+        std::vector<float> x = random_activations(n, cols, rng);
+        x[cols + 7] = bad;  // row 1
+        std::vector<float> y(n * rows), alone(rows);
+        dms::cpu::quant_matmul(w.matrix, x.data(), n, y.data(), {isa, QuantPath::Decode});
+        for (int64_t r = 0; r < rows; ++r) {
+          if (w.values[r * cols + 7] != 0.0f)
+            EXPECT_FALSE(std::isfinite(y[rows + r])) << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa);
+          EXPECT_TRUE(std::isfinite(y[r]) && std::isfinite(y[2 * rows + r])) << dms::ggml_type_name(spec.type);
+        }
+      }
 }
 
 TEST(QuantMatmul, QuantRowIsDequantizeRow) {

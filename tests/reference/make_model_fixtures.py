@@ -478,6 +478,53 @@ def load_gguf_reference(path):
     return model.eval(), tokenizer
 
 
+# quant_matmul's decode path (calls of fewer rows than kBatchedMinRows, quant_matmul.h) multiplies
+# the weights as stored by activations quantized to 16 bits per 32 values.
+I16_MAX_ROWS = 23
+
+
+def quantize_i16(x):
+    """x with each run of 32 values replaced by q * s: s = max |x| / 32767, q = x / s rounded to
+    nearest (even), as the kernels' rule says (quant_blocks.h)."""
+    blocks = x.reshape(-1, 32)
+    m = blocks.abs().amax(dim=1, keepdim=True)
+    inv = torch.where(m > 0, 32767 / m, torch.zeros_like(m))
+    return (torch.round(blocks * inv) * (m / 32767)).reshape(x.shape)
+
+
+class Int16Activations:
+    """While active, every nn.Linear of `model` called with at most I16_MAX_ROWS rows sees its
+    input quantized by quantize_i16 (the engine's as-stored GGUF path)."""
+
+    def __init__(self, model):
+        self.model, self.handles = model, []
+
+    def __enter__(self):
+        def hook(module, args):
+            x = args[0]
+            return (quantize_i16(x),) if x.numel() // x.shape[-1] <= I16_MAX_ROWS else None
+        self.handles = [m.register_forward_pre_hook(hook) for m in self.model.modules()
+                        if isinstance(m, torch.nn.Linear)]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+
+@torch.no_grad()
+def split_logits(model, ids, decode_steps):
+    """The prompt as a prefill of all but its last `decode_steps` tokens, then one token per step
+    over transformers' KV cache: every position's logits."""
+    split = len(ids) - decode_steps
+    out = model(torch.tensor([ids[:split]]), use_cache=True)
+    pieces = [out.logits[0]]
+    for t in ids[split:]:
+        out = model(torch.tensor([[t]]), past_key_values=out.past_key_values, use_cache=True)
+        pieces.append(out.logits[0])
+    return torch.cat(pieces).float().contiguous()
+
+
 def make_default_gguf(models_dir, path):
     model, tok = load_gguf_reference(path)
     chat = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
@@ -502,6 +549,16 @@ def make_default_gguf(models_dir, path):
         tensors[f"gen.{i}.prompt"] = torch.tensor(ids, dtype=torch.int64)
         tensors[f"gen.{i}.tokens"] = tokens
         tensors[f"gen.{i}.gap"] = gaps
+    # The same with 16-bit activations where the engine quantizes them: i16.logits.I, i16.split.1
+    # (prompt 1 as a prefill and 6 decode steps), i16.gen.I.*.
+    with Int16Activations(model):
+        for i in range(len(texts)):
+            tensors[f"i16.logits.{i}"] = full_logits(model, tensors[f"prompt.{i}"].tolist())
+        tensors["i16.split.1"] = split_logits(model, tensors["prompt.1"].tolist(), 6)
+        for i in range(len(gen_texts)):
+            tokens, gaps = greedy(model, tensors[f"gen.{i}.prompt"].tolist())
+            tensors[f"i16.gen.{i}.tokens"] = tokens
+            tensors[f"i16.gen.{i}.gap"] = gaps
     save_file(tensors, os.path.join(models_dir, "default_gguf.ref.safetensors"))
     facts = {
         "gguf_metadata": gguf_metadata_facts(path),

@@ -14,11 +14,35 @@ namespace dms::cpu::quant {
 using RowDot = void (*)(const uint8_t* row, int64_t blocks, const float* x, int64_t x_stride, int n, float* out,
                         int64_t out_stride);
 
-// One ISA's kernels; the ISA's fill leaves a type it has no kernel for on the scalar one.
+// Activation rows quantized to 16-bit integers per 32 elements: element j of a row is
+// q[j] * scale[j / 32], q = round(x / scale) with scale = max |x| of the 32 / 32767, and sum[j / 32]
+// is scale times the sum of the 32 levels (for the blocks' constant terms: Q4_0's offset, Q4_1's
+// min). Rows are `cols` levels and cols / 32 scales and sums apart; cols is a multiple of 32.
+struct ActRows {
+  const int16_t* q;
+  const float* scale;
+  const float* sum;
+  int64_t cols;
+};
+
+// Fills q, scale and sum (n rows) from n rows of fp32 activations `cols` apart.
+using QuantizeActs = void (*)(const float* x, int64_t n, int64_t cols, int16_t* q, float* scale, float* sum);
+
+// As RowDot, against quantized activation rows: out[t * out_stride] for the first n (<= 8) rows
+// of x. Integer dot products per 32 weights, each scaled in fp32; a row's result is the same bits
+// for every n.
+using RowDotI16 = void (*)(const uint8_t* row, int64_t blocks, const ActRows& x, int n, float* out,
+                           int64_t out_stride);
+
+// One ISA's kernels; the ISA's fill leaves a type it has no kernel for on the scalar one. The
+// 16-bit-activation kernels are null where the ISA has none (the decode path then keeps fp32
+// activations).
 struct Kernels {
   RowDot q4_0, q4_1, q5_0, q5_1, q8_0;
   RowDot q2_k, q3_k, q4_k, q5_k, q6_k;
   RowDot f16, bf16;
+  QuantizeActs quantize_acts;
+  RowDotI16 q4_0_i16, q4_1_i16, q5_0_i16, q5_1_i16, q8_0_i16, q4_k_i16, q6_k_i16;
 };
 
 // Filled by quant_kernels_<isa>.cpp. Call the x86 ones only where the CPU has the ISA.

@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -55,11 +56,45 @@ quant::RowDot row_dot(const quant::Kernels& k, GgmlType t) {
   }
 }
 
-void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, CpuIsa isa) {
-  const quant::RowDot dot = row_dot(kernels(isa), w.type);
+quant::RowDotI16 row_dot_i16(const quant::Kernels& k, GgmlType t) {
+  switch (t) {
+    case GgmlType::Q4_0: return k.q4_0_i16;
+    case GgmlType::Q4_1: return k.q4_1_i16;
+    case GgmlType::Q5_0: return k.q5_0_i16;
+    case GgmlType::Q5_1: return k.q5_1_i16;
+    case GgmlType::Q8_0: return k.q8_0_i16;
+    case GgmlType::Q4_K: return k.q4_k_i16;
+    case GgmlType::Q6_K: return k.q6_k_i16;
+    default: return nullptr;
+  }
+}
+
+void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, CpuIsa isa, Activations activations) {
+  const quant::Kernels& k = kernels(isa);
   const int64_t blocks = w.cols / ggml_block_elems(w.type);
   const int64_t row_bytes = static_cast<int64_t>(ggml_row_bytes(w.type, w.cols));
   const int64_t grain = std::max<int64_t>(1, kDecodeGrainBytes / std::max<int64_t>(row_bytes, 1));
+  const quant::RowDotI16 idot = activations == Activations::Int16 ? row_dot_i16(k, w.type) : nullptr;
+  if (idot) {
+    // The activations are quantized once here; the worker threads read this thread's buffers.
+    thread_local std::vector<int16_t> levels;
+    thread_local std::vector<float> scales, sums;
+    levels.resize(static_cast<size_t>(n * w.cols));
+    scales.resize(static_cast<size_t>(n * w.cols / 32));
+    sums.resize(scales.size());
+    const int16_t* q = levels.data();
+    const float *scale = scales.data(), *sum = sums.data();
+    k.quantize_acts(x, n, w.cols, levels.data(), scales.data(), sums.data());
+    at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t t0 = 0; t0 < n; t0 += kMaxRowsPerDot) {
+        const quant::ActRows acts{q + t0 * w.cols, scale + t0 * w.cols / 32, sum + t0 * w.cols / 32, w.cols};
+        const int count = static_cast<int>(std::min<int64_t>(kMaxRowsPerDot, n - t0));
+        for (int64_t r = begin; r < end; ++r) idot(w.data + r * row_bytes, blocks, acts, count, y + t0 * w.rows + r, w.rows);
+      }
+    });
+    return;
+  }
+  const quant::RowDot dot = row_dot(k, w.type);
   at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       for (int64_t t0 = 0; t0 < n; t0 += kMaxRowsPerDot) {
@@ -131,6 +166,21 @@ CpuIsa default_cpu_isa() {
   return chosen;
 }
 
+namespace {
+std::atomic<Activations>& activations_setting() {
+  static std::atomic<Activations> setting = [] {
+    const char* env = std::getenv("DMS_ACTIVATIONS");
+    if (!env || !*env || std::string(env) == "i16") return Activations::Int16;
+    if (std::string(env) == "f32") return Activations::Float;
+    fail("DMS_ACTIVATIONS", std::string("'") + env + "' is not one of i16, f32");
+  }();
+  return setting;
+}
+}  // namespace
+
+Activations default_activations() { return activations_setting().load(std::memory_order_relaxed); }
+void set_default_activations(Activations activations) { activations_setting().store(activations); }
+
 void quant_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, QuantMatmulOptions options) {
   if (!quant_matmul_supports(w.type)) fail("quant_matmul", "no kernel for ggml type " + ggml_type_name(w.type));
   if (w.rows < 0 || w.cols < 0 || n < 0 || w.cols % ggml_block_elems(w.type) != 0) {
@@ -142,7 +192,7 @@ void quant_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Qua
   if (w.cols == 0) return void(std::fill(y, y + n * w.rows, 0.0f));
   const bool batched = options.path == QuantPath::Batched || (options.path == QuantPath::Auto && n >= kBatchedMinRows);
   if (batched) batched_matmul(w, x, n, y);
-  else decode_matmul(w, x, n, y, options.isa);
+  else decode_matmul(w, x, n, y, options.isa, options.activations);
 }
 
 void quant_row(const QuantMatrix& w, int64_t r, float* dst) {

@@ -2,11 +2,13 @@
 // inference reads the file's bytes instead of an fp32 copy four to eight times their size.
 //
 // Two paths, chosen by the number of activation rows n:
-// - decode (n < kBatchedMinRows): each weight row is dequantized in registers and dotted with the
-//   fp32 activations, up to 8 activation rows per read of the weights, rows split across
-//   at::parallel_for's threads. Memory-bound: every weight byte is read once per call. A row's
-//   result is the same bits whatever the other rows of the call, and within fp32 summation error
-//   of the batched path's (the activations are never quantized).
+// - decode (n < kBatchedMinRows): up to 8 activation rows per read of the weights, rows split
+//   across at::parallel_for's threads; every weight byte is read once per call. For Q4_0..Q8_0,
+//   Q4_K and Q6_K on AVX2 and AVX-512 the activations are quantized to 16-bit integers per 32
+//   values (a step of 1/32767 of the largest |x| of the 32) and each block's levels are multiplied
+//   into them with integer multiply-adds; elsewhere, or with Activations::Float, each weight block
+//   is dequantized in registers and multiplied into the fp32 activations. A row's result is the
+//   same bits whatever the other rows of the call.
 // - batched: tiles of weight rows are dequantized to an fp32 scratch that fits the L2 caches and
 //   multiplied by BLAS (at::mm); compute-bound, so the 4-8x larger fp32 tile costs little.
 //
@@ -42,9 +44,18 @@ bool cpu_isa_supported(CpuIsa isa);    // this CPU (and OS) runs it
 CpuIsa default_cpu_isa();
 
 enum class QuantPath { Auto, Decode, Batched };
+
+// The decode path's activations: Int16 (quantized per 32 values, where the type and ISA have such
+// kernels) or Float (fp32 throughout: the exact product up to fp32 rounding, slower). The default
+// is Int16, or what DMS_ACTIVATIONS (i16|f32) says, or what set_default_activations last set.
+enum class Activations { Int16, Float };
+Activations default_activations();
+void set_default_activations(Activations activations);
+
 struct QuantMatmulOptions {
   CpuIsa isa = default_cpu_isa();
   QuantPath path = QuantPath::Auto;  // Auto: decode below kBatchedMinRows rows, batched from there
+  Activations activations = default_activations();
 };
 
 // y[n x rows] = x[n x cols] * W^T, fp32 in and out (both row-major, contiguous). Throws Error for
