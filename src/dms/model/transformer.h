@@ -34,6 +34,7 @@ class Transformer {
   Weights weights_;
   at::Tensor inv_freq_;   // [D/2] in the compute type, with the checkpoint's rope scaling applied
   at::Tensor query_keep_; // [n_heads, D] ones, 0 at the channels Mode A borrows (head g*G, D-1)
+  bool differentiable_ = false;  // some weight requires grad: the forward may build a graph
 };
 
 // Rotary inverse frequencies for `config` (default, linear or llama3 scaling), divided by
