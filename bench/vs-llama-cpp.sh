@@ -8,17 +8,21 @@
 # llama.cpp is built outside the clone, in $DMS_CACHE/llama.cpp, from the sources vendored in the
 # PyPI llama-cpp-python sdist; it never enters the repository or CI. Not run by the test suite.
 #
-#   bench/vs-llama-cpp.sh [--rounds N] [--threads N] [--model GGUF]
+# With --native, a second llama.cpp build with GGML_NATIVE=ON (this CPU's every extension, AMX
+# included) takes its turn too, for decode only: its prefill crashed on a Xeon with AMX.
+#
+#   bench/vs-llama-cpp.sh [--rounds N] [--threads N] [--model GGUF] [--native]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-rounds=5 threads=2 model="$DMS_DEFAULT_MODEL"
+rounds=5 threads=2 model="$DMS_DEFAULT_MODEL" native=0
 while (($#)); do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --model) model=$2; shift 2 ;;
-    *) echo "usage: $0 [--rounds N] [--threads N] [--model GGUF]" >&2; exit 2 ;;
+    --native) native=1; shift ;;
+    *) echo "usage: $0 [--rounds N] [--threads N] [--model GGUF] [--native]" >&2; exit 2 ;;
   esac
 done
 
@@ -37,6 +41,12 @@ if [ ! -x "$bin/llama-bench" ]; then
     -DBUILD_SHARED_LIBS=OFF >"$DMS_CACHE/llama.cpp/build.log" 2>&1
   cmake --build "$src/build-bench" -j"$(nproc)" --target llama-bench >>"$DMS_CACHE/llama.cpp/build.log" 2>&1
 fi
+native_bin="$src/build-native/bin"
+if ((native)) && [ ! -x "$native_bin/llama-bench" ]; then
+  cmake -S "$src" -B "$src/build-native" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+    -DBUILD_SHARED_LIBS=OFF >>"$DMS_CACHE/llama.cpp/build.log" 2>&1
+  cmake --build "$src/build-native" -j"$(nproc)" --target llama-bench >>"$DMS_CACHE/llama.cpp/build.log" 2>&1
+fi
 [ -x "$DMS_BUILD/dms" ] || scripts/setup >/dev/null
 
 lscpu | grep -m1 'Model name'
@@ -45,6 +55,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for ((r = 1; r <= rounds; r++)); do
   "$bin/llama-bench" -m "$model" -t "$threads" -p 512 -n 128 -r 1 -o json 2>/dev/null >"$tmp/llama.$r.json"
+  if ((native)); then
+    "$native_bin/llama-bench" -m "$model" -t "$threads" -p 0 -n 128 -r 1 -o json 2>/dev/null >"$tmp/native.$r.json"
+  fi
   "$DMS_BUILD/dms" bench --model "$model" --threads "$threads" --policies dense --contexts 128,512 --batches 1 \
     --steps 32 --repeats 1 --prefill-chunk 512 --prefill-max-context 512 --json "$tmp/dms.$r.json" >/dev/null 2>&1
 done
@@ -66,4 +79,11 @@ print(f"{'':38} {'llama.cpp':>26} {'dms.cpp':>26} {'dms/llama':>9}")
 for name, (llama, dms) in rows.items():
     print(f"{name:38} {fmt(llama):>26} {fmt(dms):>26} {statistics.median(dms) / statistics.median(llama):8.2f}x")
     print(f"{'  every round':38} {' '.join(f'{v:.0f}' for v in llama):>26} {' '.join(f'{v:.0f}' for v in dms):>26}")
+import os
+if os.path.exists(f"{tmp}/native.1.json"):
+    native = [json.load(open(f"{tmp}/native.{r}.json"))[0]["avg_ts"] for r in range(1, rounds + 1)]
+    dms = rows["decode tok/s (tg128 | context 128)"][1]
+    print(f"{'decode tok/s, llama.cpp GGML_NATIVE':38} {fmt(native):>26} {fmt(dms):>26} "
+          f"{statistics.median(dms) / statistics.median(native):8.2f}x")
+    print(f"{'  every round':38} {' '.join(f'{v:.0f}' for v in native):>26}")
 EOF

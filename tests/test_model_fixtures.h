@@ -11,6 +11,7 @@
 
 #include "dms/engine/dense_cache.h"
 #include "dms/format/safetensors.h"
+#include "dms/kernels/cpu/quant_matmul.h"
 #include "dms/model/transformer.h"
 
 namespace dms::test {
@@ -35,6 +36,18 @@ class Reference {
 };
 
 nlohmann::json read_json(const std::string& rel);
+
+// Sets quant_matmul's decode-path activations for a scope and restores the previous setting.
+class ActivationsFor {
+ public:
+  explicit ActivationsFor(cpu::Activations a) : saved_(cpu::default_activations()) { cpu::set_default_activations(a); }
+  ~ActivationsFor() { cpu::set_default_activations(saved_); }
+  ActivationsFor(const ActivationsFor&) = delete;
+  ActivationsFor& operator=(const ActivationsFor&) = delete;
+
+ private:
+  cpu::Activations saved_;
+};
 
 Transformer load_hf_model(const std::string& dir, at::ScalarType dtype);
 

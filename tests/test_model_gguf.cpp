@@ -63,18 +63,6 @@ const Transformer& default_model(WeightStorage storage) {
 
 enum class Run { Float, AsStoredF32, AsStoredI16 };
 
-// Sets the decode path's activations for the test and restores the default after it.
-class ActivationsFor {
- public:
-  explicit ActivationsFor(cpu::Activations a) : saved_(cpu::default_activations()) { cpu::set_default_activations(a); }
-  ~ActivationsFor() { cpu::set_default_activations(saved_); }
-  ActivationsFor(const ActivationsFor&) = delete;
-  ActivationsFor& operator=(const ActivationsFor&) = delete;
-
- private:
-  cpu::Activations saved_;
-};
-
 class DefaultGgufForward : public ::testing::TestWithParam<Run> {
  protected:
   void SetUp() override {

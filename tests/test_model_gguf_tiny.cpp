@@ -3,9 +3,19 @@
 // checkpoint; the generator checks the files by reading them back with transformers). Loaded
 // through our GGUF path they must reproduce the safetensors checkpoints' transformers logits
 // with the fp32 tolerance of test_model_forward.cpp.
+//
+// TinyGgufStored: the same models with every matrix in one of the types gguf-py writes (Q4_0,
+// Q4_1, Q5_0, Q5_1, Q8_0, F16, BF16), read as stored by quant_matmul's kernels, against
+// transformers over the weights its GGUF loader dequantizes: with fp32 activations within 1e-4 as
+// above, and with the decode path's 16-bit activations (block types, prompts of fewer than 24
+// tokens) against transformers quantizing every linear layer's input the same way, within 1e-4
+// plus half of what that quantization moves transformers' own logits (test_model_gguf.cpp says why).
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "dms/format/gguf.h"
+#include "dms/kernels/cpu/quant_matmul.h"
 #include "dms/model/config.h"
 #include "dms/model/weights.h"
 #include "test_model_fixtures.h"
@@ -78,6 +88,40 @@ TEST_P(TinyGguf, ParameterCountMatchesTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Golden, TinyGguf, ::testing::ValuesIn(kTinyModels),
                          [](const auto& info) { return info.param; });
+
+class TinyGgufStored : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
+
+TEST_P(TinyGgufStored, LogitsMatchTransformers) {
+  const auto& [name, type] = GetParam();
+  const std::string file = name + "." + type;
+  auto gguf = GgufFile::open(fixture_path(file + ".gguf"));
+  ModelConfig config = ModelConfig::from_gguf(*gguf);
+  const Transformer model(config, load_gguf_weights(gguf, config, at::kFloat, WeightStorage::AsStored));
+  for (const LinearWeight* m : {&model.weights().layers[0].wq, &model.weights().layers[0].w_down, &model.weights().lm_head}) {
+    ASSERT_TRUE(m->quantized()) << file;
+    EXPECT_EQ(ggml_type_name(m->stored), type) << file;
+  }
+  const Reference r(file + ".ref.safetensors"), prompts(name + ".ref.safetensors");
+  const bool blocks = type[0] == 'Q';
+  for (cpu::Activations a : {cpu::Activations::Float, cpu::Activations::Int16}) {
+    if (a == cpu::Activations::Int16 && (!blocks || cpu::default_cpu_isa() == cpu::CpuIsa::Scalar)) continue;
+    const ActivationsFor scope(a);
+    for (int i = 0; i < kTinyPrompts; ++i) {
+      const std::string key = "logits." + std::to_string(i);
+      const auto prompt = prompts.ids("prompt." + std::to_string(i));
+      const bool i16 = a == cpu::Activations::Int16 && static_cast<int64_t>(prompt.size()) < cpu::kBatchedMinRows;
+      const at::Tensor expected = r.tensor(i16 ? "i16." + key : key);
+      const double allowance = i16 ? 0.5 * (expected - r.tensor(key)).abs().max().item<double>() : 0.0;
+      expect_logits_near(prompt_logits(model, prompt), expected, kFp32Rel,
+                         file + ".gguf prompt " + std::to_string(i) + (i16 ? " (16-bit activations)" : ""), allowance);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Golden, TinyGgufStored,
+                         ::testing::Combine(::testing::ValuesIn(kTinyModels),
+                                            ::testing::Values("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16", "BF16")),
+                         [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
 
 }  // namespace
 }  // namespace dms::test

@@ -114,6 +114,53 @@ def greedy(model, ids):
     return torch.tensor(tokens, dtype=torch.int64), torch.tensor(gaps, dtype=torch.float32)
 
 
+# quant_matmul's decode path (calls of fewer rows than kBatchedMinRows, quant_matmul.h) multiplies
+# the weights as stored by activations quantized to 16 bits per 32 values.
+I16_MAX_ROWS = 23
+
+
+def quantize_i16(x):
+    """x with each run of 32 values replaced by q * s: s = max |x| / 32767, q = x / s rounded to
+    nearest (even), as the kernels' rule says (quant_blocks.h)."""
+    blocks = x.reshape(-1, 32)
+    m = blocks.abs().amax(dim=1, keepdim=True)
+    inv = torch.where(m > 0, 32767 / m, torch.zeros_like(m))
+    return (torch.round(blocks * inv) * (m / 32767)).reshape(x.shape)
+
+
+class Int16Activations:
+    """While active, every nn.Linear of `model` called with at most I16_MAX_ROWS rows sees its
+    input quantized by quantize_i16 (the engine's as-stored GGUF path)."""
+
+    def __init__(self, model):
+        self.model, self.handles = model, []
+
+    def __enter__(self):
+        def hook(module, args):
+            x = args[0]
+            return (quantize_i16(x),) if x.numel() // x.shape[-1] <= I16_MAX_ROWS else None
+        self.handles = [m.register_forward_pre_hook(hook) for m in self.model.modules()
+                        if isinstance(m, torch.nn.Linear)]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+
+@torch.no_grad()
+def split_logits(model, ids, decode_steps):
+    """The prompt as a prefill of all but its last `decode_steps` tokens, then one token per step
+    over transformers' KV cache: every position's logits."""
+    split = len(ids) - decode_steps
+    out = model(torch.tensor([ids[:split]]), use_cache=True)
+    pieces = [out.logits[0]]
+    for t in ids[split:]:
+        out = model(torch.tensor([[t]]), past_key_values=out.past_key_values, use_cache=True)
+        pieces.append(out.logits[0])
+    return torch.cat(pieces).float().contiguous()
+
+
 def rope_facts(config):
     rope = config.rope_parameters
     return {
@@ -377,15 +424,18 @@ def gguf_conversion(ckpt):
     return model, arch_name, kv, tensors
 
 
-def write_gguf(path, arch_name, kv, tensors):
+def write_gguf(path, arch_name, kv, tensors, matrix_type=None):
     """1-D tensors as F32 (as llama.cpp keeps norms and biases), matrices in their dtype: F32,
-    or BF16 for a bf16 checkpoint."""
+    or BF16 for a bf16 checkpoint; or every matrix in `matrix_type` (a GGMLQuantizationType),
+    quantized by gguf-py."""
     w = gguf.GGUFWriter(path, arch_name)
     for key, value, vtype in kv:
         w.add_key_value(key, value, vtype)
     for name, t in tensors.items():
         t = t.detach().contiguous()
-        if t.dtype == torch.bfloat16 and t.dim() > 1:
+        if matrix_type is not None and t.dim() > 1:
+            w.add_tensor(name, gguf.quants.quantize(t.float().numpy(), matrix_type), raw_dtype=matrix_type)
+        elif t.dtype == torch.bfloat16 and t.dim() > 1:
             w.add_tensor(name, t.view(torch.uint8).numpy(), raw_dtype=gguf.GGMLQuantizationType.BF16)
         else:
             w.add_tensor(name, t.float().numpy())
@@ -406,6 +456,35 @@ def write_tiny_gguf(models_dir, name):
         if hf_name == "lm_head.weight" and model.config.tie_word_embeddings:
             continue
         assert torch.equal(torch.as_tensor(read_back[hf_name]).float(), t.float()), f"{name}.gguf: {hf_name} differs"
+
+
+# The block types gguf-py can write, for the tiny models as stored (the K-quants it only reads).
+QUANT_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16", "BF16")
+
+
+def write_tiny_quantized_ggufs(models_dir, name):
+    """NAME.TYPE.gguf for each of QUANT_TYPES (every matrix in that type, the embedding and output
+    included), and NAME.TYPE.ref.safetensors: logits.I of NAME's prompts from transformers over the
+    weights its GGUF loader dequantizes, and i16.logits.I with the engine's 16-bit activations
+    (Int16Activations; for the block types, whose decode kernels quantize them)."""
+    model, arch_name, kv, tensors = gguf_conversion(os.path.join(models_dir, name))
+    prompts = load_file(os.path.join(models_dir, f"{name}.ref.safetensors"))
+    model = model.float().eval()
+    for qtype in QUANT_TYPES:
+        path = os.path.join(models_dir, f"{name}.{qtype}.gguf")
+        write_gguf(path, arch_name, kv, tensors, matrix_type=getattr(gguf.GGMLQuantizationType, qtype))
+        state = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
+        result = model.load_state_dict({k: torch.as_tensor(v).float() for k, v in state.items()}, strict=False)
+        assert not result.unexpected_keys and result.missing_keys == (
+            ["lm_head.weight"] if model.config.tie_word_embeddings else []), result
+        refs = {}
+        for i in range(len(PROMPT_LENGTHS)):
+            ids = prompts[f"prompt.{i}"].tolist()
+            refs[f"logits.{i}"] = full_logits(model, ids)
+            if not qtype.startswith(("F", "B")):
+                with Int16Activations(model):
+                    refs[f"i16.logits.{i}"] = full_logits(model, ids)
+        save_file(refs, os.path.join(models_dir, f"{name}.{qtype}.ref.safetensors"))
 
 
 def make_bad_ggufs(models_dir, good):
@@ -478,53 +557,6 @@ def load_gguf_reference(path):
     return model.eval(), tokenizer
 
 
-# quant_matmul's decode path (calls of fewer rows than kBatchedMinRows, quant_matmul.h) multiplies
-# the weights as stored by activations quantized to 16 bits per 32 values.
-I16_MAX_ROWS = 23
-
-
-def quantize_i16(x):
-    """x with each run of 32 values replaced by q * s: s = max |x| / 32767, q = x / s rounded to
-    nearest (even), as the kernels' rule says (quant_blocks.h)."""
-    blocks = x.reshape(-1, 32)
-    m = blocks.abs().amax(dim=1, keepdim=True)
-    inv = torch.where(m > 0, 32767 / m, torch.zeros_like(m))
-    return (torch.round(blocks * inv) * (m / 32767)).reshape(x.shape)
-
-
-class Int16Activations:
-    """While active, every nn.Linear of `model` called with at most I16_MAX_ROWS rows sees its
-    input quantized by quantize_i16 (the engine's as-stored GGUF path)."""
-
-    def __init__(self, model):
-        self.model, self.handles = model, []
-
-    def __enter__(self):
-        def hook(module, args):
-            x = args[0]
-            return (quantize_i16(x),) if x.numel() // x.shape[-1] <= I16_MAX_ROWS else None
-        self.handles = [m.register_forward_pre_hook(hook) for m in self.model.modules()
-                        if isinstance(m, torch.nn.Linear)]
-        return self
-
-    def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
-
-
-@torch.no_grad()
-def split_logits(model, ids, decode_steps):
-    """The prompt as a prefill of all but its last `decode_steps` tokens, then one token per step
-    over transformers' KV cache: every position's logits."""
-    split = len(ids) - decode_steps
-    out = model(torch.tensor([ids[:split]]), use_cache=True)
-    pieces = [out.logits[0]]
-    for t in ids[split:]:
-        out = model(torch.tensor([[t]]), past_key_values=out.past_key_values, use_cache=True)
-        pieces.append(out.logits[0])
-    return torch.cat(pieces).float().contiguous()
-
-
 def make_default_gguf(models_dir, path):
     model, tok = load_gguf_reference(path)
     chat = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
@@ -584,6 +616,7 @@ def main():
         made[name] = make_tiny(models_dir, name, config, seed, save)
     for name in made:
         write_tiny_gguf(models_dir, name)
+        write_tiny_quantized_ggufs(models_dir, name)
     make_rope_variants(models_dir, made["llama_gqa"])
     make_bad_checkpoints(models_dir, made["llama_tied_bias"], made["llama_gqa"])
     make_bad_ggufs(models_dir, "llama_tied_bias")
