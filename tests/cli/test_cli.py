@@ -180,6 +180,21 @@ class Generate(unittest.TestCase):
                     self.assertIn(message, r.stderr, cmd)
                     self.assertNotIn("terminate called", r.stderr)
 
+    def test_bad_kernel_settings_fail_cleanly(self):
+        for var, words in (("DMS_ACTIVATIONS", "i16, f32"), ("DMS_CPU_ISA", "scalar, avx2, avx512")):
+            r = dms("generate", *DENSE, "--max-tokens", "2", "hi", env={**os.environ, var: "fast"})
+            self.assertEqual(r.returncode, 1, f"{var}: {r.stderr}")
+            self.assertIn(var, r.stderr)
+            self.assertIn(f"'fast' is not one of {words}", r.stderr)
+            self.assertNotIn("terminate called", r.stderr)
+
+    def test_fp32_activations_give_the_same_greedy_text(self):
+        r16 = dms("generate", *DENSE, "--max-tokens", "24", "Water boils at")
+        r32 = dms("generate", *DENSE, "--max-tokens", "24", "Water boils at", env={**os.environ, "DMS_ACTIVATIONS": "f32"})
+        self.assertEqual(r16.returncode, 0, r16.stderr)
+        self.assertEqual(r32.returncode, 0, r32.stderr)
+        self.assertEqual(r16.stdout, r32.stdout)
+
 
 class Cache(unittest.TestCase):
     """The paged cache's policies, batching and reports, through the command line."""
