@@ -36,6 +36,7 @@ void add_retrofit_options(Args& args) {
       .option("lr", "LR", "AdamW learning rate (betas 0.9, 0.95, no weight decay)", "3e-5")
       .option("max-grad-norm", "X", "clip the global gradient norm to X; 0: no clipping", "1")
       .option("tau", "T", "temperature of the relaxed decisions", "0.1")
+      .option("attention-block", "N", "rows longer than N tokens attend block by block (flash style); 0: dense T x T scores", "256")
       .option("seed", "N", "seed of the data order and the decision noise", "0")
       .option("checkpoint-every", "K", "write DIR/checkpoint every K steps (and at the end)", "100")
       .option("eval-every", "K", "evaluate on held-out rows every K steps (and at the end); 0: only at the end", "0")
@@ -88,6 +89,7 @@ RetrofitOptions retrofit_options(const Args& args) {
   o.eval_rows = args.at_least("eval-rows", 1);
   o.lr = args.number("lr");
   o.tau = args.number("tau");
+  o.attention_block = args.at_least("attention-block", 0);
   o.max_grad_norm = args.number("max-grad-norm");
   if (!(o.lr > 0)) throw UsageError("--lr: must be positive");
   if (!(o.tau > 0)) throw UsageError("--tau: must be positive");

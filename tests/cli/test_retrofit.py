@@ -221,6 +221,19 @@ class Retrofit(unittest.TestCase):
             self.assertLess(abs(a["distill"] - b["distill"]), 1e-3 * a["distill"] + 1e-6, f"step {a['step']}")
             self.assertLess(abs(a["frac"] - b["frac"]), 0.02, f"step {a['step']}")
 
+    def test_blockwise_attention_trains_as_the_dense_one(self):
+        """--attention-block 16 (rows of 64 attended in blocks of 16 keys and queries) logs the
+        dense run's first steps: fp32 sums in other orders, so within 1e-3 of the distillation loss
+        and 0.02 of the eviction fraction, as across devices. A negative block is a usage error."""
+        blockwise = losses(self.run_to("blockwise", 4, extra=["--attention-block", "16"]))
+        for a, b in zip(losses(self.straight)[:4], blockwise):
+            self.assertLess(abs(a["distill"] - b["distill"]), 1e-3 * a["distill"] + 1e-6, f"step {a['step']}")
+            self.assertLess(abs(a["frac"] - b["frac"]), 0.02, f"step {a['step']}")
+        r = dms("retrofit", "--model", self.model, "--data", self.data, "--out", self.path("block-bad"), "--steps", "1",
+                *settings(), "--attention-block", "-1")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--attention-block", r.stderr)
+
     def test_train_all_writes_a_hugging_face_directory(self):
         out = self.run_to("all", 4, extra=["--train", "all"], lr="1e-4")
         with open(os.path.join(out, "model", "config.json"), encoding="utf-8") as f:

@@ -146,6 +146,7 @@ void RetrofitRun::start() {
   t.dms.target_cr = o.target_cr;
   if (o.mode == DmsMode::QueryChannel) t.dms.mode = DmsMode::QueryChannel;
   t.tau = o.tau;
+  t.attention_block = o.attention_block;
   t.schedule = {.start = 1.0, .end = o.target_cr, .ramp_steps = ramp_steps_};
   t.adamw.lr = o.lr;
   t.max_grad_norm = o.max_grad_norm;

@@ -55,6 +55,7 @@ struct RetrofitOptions {
   int64_t steps = 1;                      // in all, counting those a resumed run has done
   int64_t seq_len = 1024, batch = 1, accumulation = 1;  // batch: rows per micro-batch per process
   double lr = 3e-5, max_grad_norm = 1, tau = 0.1;
+  int64_t attention_block = 256;          // TrainerOptions::attention_block (speed only, not saved)
   uint64_t seed = 0;
   int64_t checkpoint_every = 100;
   int64_t eval_every = 0;                 // 0: only at the end

@@ -46,6 +46,7 @@ Trainer::Trainer(const ModelConfig& config, const Weights& weights, const Traine
   options.schedule.validate(kWhere);
   require_device(options.device, kWhere);
   if (!(options.tau > 0)) fail(kWhere, "tau must be a positive number");
+  if (options.attention_block < 0) fail(kWhere, "the attention block length must not be negative");
   if (options.accumulation < 1) fail(kWhere, "gradient accumulation needs at least one micro-batch per step");
   const auto dtype = weights.dtype();
   if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kDouble)
@@ -107,7 +108,8 @@ at::Tensor Trainer::teacher_log_probs(const TrainBatch& given) const {
 
 at::Tensor Trainer::teacher_forward(const TrainBatch& batch) const {
   at::NoGradGuard no_grad;
-  TrainingAttention attn(batch, {.window = config_.dms.window, .tau = options_.tau}, nullptr);
+  TrainingAttention attn(batch, {.window = config_.dms.window, .tau = options_.tau, .block = options_.attention_block},
+                         nullptr);
   const at::Tensor hidden = teacher_->forward(batch.tokens, batch.positions, attn);
   return dms::teacher_log_probs(teacher_->logits(hidden));
 }
@@ -124,7 +126,9 @@ StepLosses Trainer::accumulate(const TrainBatch& given, const at::Tensor& teache
 
   const int64_t first = batch.first_sequence >= 0 ? batch.first_sequence : sequences_;
   StepNoise noise(seed_, step_, first, batch.batch, batch.seq_len);
-  TrainingAttention attn(batch, {.window = config_.dms.window, .tau = options_.tau, .per_layer = config_.dms.per_layer},
+  TrainingAttention attn(batch,
+                         {.window = config_.dms.window, .tau = options_.tau, .per_layer = config_.dms.per_layer,
+                          .block = options_.attention_block},
                          &noise);
   const Transformer student(config_, forward_weights(/*detached=*/false, /*compute_dtype=*/true));
   const at::Tensor hidden = student.forward(batch.tokens, batch.positions, attn);

@@ -65,6 +65,8 @@ struct TrainerOptions {
   // only). The student always evicts (eviction_disabled is ignored).
   DmsOverrides dms;
   double tau = 0.1;                 // temperature of the relaxed decisions
+  // Rows longer than this attend block by block (TrainingAttentionOptions::block); 0: dense T x T.
+  int64_t attention_block = 256;
   CompressionSchedule schedule;     // CR(step): the target eviction fraction is 1 - 1/CR
   AdamWOptions adamw;
   double max_grad_norm = 1.0;       // global gradient-norm clip; <= 0: none

@@ -16,7 +16,8 @@
 //   auto hidden = transformer.forward(batch.tokens, batch.positions, attn);
 //   attn.decisions()[layer].hard   // [B*T, n_kv], for the eviction fraction
 //
-// Scores and softmax run in fp32 (fp64 for fp64 inputs); the output has q's dtype.
+// Scores and softmax run in fp32 (fp64 for fp64 inputs); the output has q's dtype. Rows longer
+// than options.block are attended block by block (blockwise_attention.h), never holding T x T.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -32,6 +33,9 @@ struct TrainingAttentionOptions {
   int64_t window = 512;    // dms_window_size
   double tau = 0.1;        // temperature of the relaxed decision
   bool per_layer = false;  // dms_alpha_per layer: every KV head follows head 0, noise included
+  // Rows longer than this run the blockwise attention (blockwise_attention.h) with blocks of this
+  // many queries and keys; shorter rows, or 0, the dense T x T scores (the same result).
+  int64_t block = 256;
 };
 
 // One layer's relaxed decisions, [B*T, n_kv]: row t decides about key t-1.
