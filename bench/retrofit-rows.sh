@@ -35,21 +35,21 @@ for T in $lengths; do
     if /usr/bin/time -f '%M' -o "$tmp/rss" "$DMS_BUILD/dms" retrofit --data "$tmp/data" --out "$out" --steps "$steps" \
         --seq-len "$T" --attention-block "$block" --threads "$threads" --eval-rows 1 --checkpoint-every 1000 \
         >"$tmp/log" 2>&1; then
-      "$DMS_VENV/bin/python" - "$out/log.jsonl" "$T" "$block" "$(cat "$tmp/rss")" "${base:-0}" <<'PY' | tee -a "$tmp/table"
+      "$DMS_VENV/bin/python" - "$out/log.jsonl" "$T" "$block" "$(cat "$tmp/rss")" "${base:-0}" "$tmp/per_token" <<'PY'
 import json, statistics, sys
-path, T, block, rss_kib, base = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+path, T, block, rss_kib, base, per_token_file = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
 secs = [r["seconds"] for r in map(json.loads, open(path)) if r.get("type") == "step"][1:]
 s = statistics.median(secs)
 per_token = s / T
 rel = f"{per_token / base:.2f}x" if base else "1.00x"
 print(f"{T:8d} {block:>8} {s:10.1f} {T / s:10.1f} {rel:>12} {rss_kib / 1024:8.0f} MiB")
+open(per_token_file, "w").write(f"{per_token}\n")
 PY
     else
       # /usr/bin/time writes "Command terminated by signal 9" first when the run was killed (OOM).
       printf '%8s %8s %s\n' "$T" "$block" "failed: $(grep -m1 -h 'terminated' "$tmp/rss" || tail -1 "$tmp/log")"
     fi
-    if [ -z "$base" ] && [ "$block" = 256 ]; then
-      base=$("$DMS_VENV/bin/python" -c "import json,statistics,sys; s=[r['seconds'] for r in map(json.loads, open('$out/log.jsonl')) if r.get('type')=='step'][1:]; print(statistics.median(s)/$T)")
-    fi
+    # The first blockwise row length is the per-token reference.
+    if [ -z "$base" ] && [ "$block" = 256 ] && [ -f "$tmp/per_token" ]; then base=$(cat "$tmp/per_token"); fi
   done
 done
