@@ -49,7 +49,8 @@ TEST(ParseRequest, MalformedJsonAndNonObjectBodies) {
   }
   const std::vector<std::pair<const char*, const char*>> non_objects = {
       {"[1, 2]", "array"}, {"\"text\"", "string"}, {"null", "null"}, {"42", "number"}, {"true", "boolean"}};
-  for (const auto& [text, type] : non_objects) {
+  for (const auto& [text_, type] : non_objects) {
+    const char* text = text_;  // a plain variable: lambdas may capture it
     SCOPED_TRACE(text);
     expect_api_error([&] { parse_completion_request(text, Endpoint::Completions, kMaxN); }, 400, "",
                      {"must be a JSON object", std::string("got ") + type});

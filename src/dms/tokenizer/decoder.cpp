@@ -91,7 +91,9 @@ Decoder Decoder::from_json(const nlohmann::json& node, const std::string& where)
   // Token-level steps first; ByteFallback or ByteLevel then close the per-token part, Fuse joins,
   // and only a leading Strip may follow the join.
   enum class Phase { PerToken, AfterByteFallback, Fused } phase = Phase::PerToken;
-  for (const auto& [step, field] : steps) {
+  for (const auto& entry : steps) {
+    const nlohmann::json* step = entry.first;
+    const std::string& field = entry.second;  // a plain reference: lambdas may capture it
     std::string type = jsonf::type_of(*step, where, field);
     auto unsupported_here = [&]() {
       fail(where, "decoder '" + type + "' at '" + field + "' is not supported in this position of the chain");
