@@ -217,9 +217,12 @@ void place_tensors(std::vector<GgufTensorInfo>& tensors, const MappedFile& f, si
 
 }  // namespace
 
-std::shared_ptr<GgufFile> GgufFile::open(const std::string& path) {
+std::shared_ptr<GgufFile> GgufFile::open(const std::string& path) { return parse(MappedFile::open(path)); }
+
+std::shared_ptr<GgufFile> GgufFile::parse(std::shared_ptr<MappedFile> file) {
   auto g = std::shared_ptr<GgufFile>(new GgufFile());
-  g->file_ = MappedFile::open(path);
+  g->file_ = std::move(file);
+  const std::string& path = g->file_->path();
   Cursor c(*g->file_);
   uint64_t n_tensors = 0, n_kv = 0;
   read_header(c, path, g->version_, n_tensors, n_kv);

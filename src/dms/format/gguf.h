@@ -43,6 +43,8 @@ class GgufFile {
  public:
   // Throws Error("<path>: ...") on any malformed or unsupported content.
   static std::shared_ptr<GgufFile> open(const std::string& path);
+  // The same for bytes already in memory (errors name file->path()).
+  static std::shared_ptr<GgufFile> parse(std::shared_ptr<MappedFile> file);
 
   const std::string& path() const { return file_->path(); }
   uint32_t version() const { return version_; }

@@ -115,9 +115,14 @@ std::string st_dtype_name(StDtype d) { return info(d).name; }
 size_t st_dtype_size(StDtype d) { return info(d).size; }
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+  return parse(MappedFile::open(path));
+}
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::parse(std::shared_ptr<MappedFile> file) {
   auto s = std::shared_ptr<SafetensorsFile>(new SafetensorsFile());
-  s->file_ = MappedFile::open(path);
+  s->file_ = std::move(file);
   const MappedFile& f = *s->file_;
+  const std::string& path = f.path();
   if (f.size() < 8) {
     fail(path, "truncated: " + std::to_string(f.size()) + " bytes is too short for the 8-byte header length");
   }

@@ -2,6 +2,7 @@
 // Header, dtypes, shapes and offsets are validated against the file before any use.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -28,6 +29,8 @@ struct StTensor {
 class SafetensorsFile {
  public:
   static std::shared_ptr<SafetensorsFile> open(const std::string& path);
+  // The same for bytes already in memory (errors name file->path()).
+  static std::shared_ptr<SafetensorsFile> parse(std::shared_ptr<MappedFile> file);
   const std::string& path() const { return file_->path(); }
   const std::map<std::string, StTensor>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
@@ -43,6 +46,11 @@ class SafetensorsFile {
 class SafetensorsCheckpoint {
  public:
   static SafetensorsCheckpoint open_dir(const std::string& dir);
+  // The sharded form from the index's text: `open_shard` gives the file of a shard name that the
+  // index may use (a plain file name), or nullptr when there is no such shard.
+  using ShardOpener = std::function<std::shared_ptr<SafetensorsFile>(const std::string& shard)>;
+  static SafetensorsCheckpoint from_index(const std::string& index_text, const std::string& index_path,
+                                          const ShardOpener& open_shard);
   const std::map<std::string, StTensor>& tensors() const { return tensors_; }
   const StTensor* find(const std::string& name) const;
 

@@ -14,14 +14,19 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-json read_index(const std::string& path) {
+std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, "cannot open");
   std::stringstream text;
   text << in.rdbuf();
+  if (in.bad()) fail(path, "cannot be read");
+  return text.str();
+}
+
+json weight_map_of(const std::string& text, const std::string& path) {
   json j;
   try {
-    j = json::parse(text.str());
+    j = json::parse(text);
   } catch (const json::exception& e) {
     fail(path, std::string("invalid JSON: ") + e.what());
   }
@@ -46,7 +51,17 @@ SafetensorsCheckpoint SafetensorsCheckpoint::open_dir(const std::string& dir) {
   if (!fs::exists(index)) fail(dir, "no model.safetensors or model.safetensors.index.json in this directory");
 
   const std::string index_path = index.string();
-  const json weight_map = read_index(index_path);
+  return from_index(read_text(index_path), index_path, [&](const std::string& shard) -> std::shared_ptr<SafetensorsFile> {
+    const fs::path shard_path = fs::path(dir) / shard;
+    if (!fs::exists(shard_path)) return nullptr;
+    return SafetensorsFile::open(shard_path.string());
+  });
+}
+
+SafetensorsCheckpoint SafetensorsCheckpoint::from_index(const std::string& index_text, const std::string& index_path,
+                                                        const ShardOpener& open_shard) {
+  SafetensorsCheckpoint c;
+  const json weight_map = weight_map_of(index_text, index_path);
   std::map<std::string, std::shared_ptr<SafetensorsFile>> shards;
   for (const auto& [name, shard_json] : weight_map.items()) {
     if (!shard_json.is_string()) fail(index_path, "weight_map entry for '" + name + "' is not a string");
@@ -57,11 +72,12 @@ SafetensorsCheckpoint SafetensorsCheckpoint::open_dir(const std::string& dir) {
     }
     auto it = shards.find(shard);
     if (it == shards.end()) {
-      const fs::path shard_path = fs::path(dir) / shard;
-      if (!fs::exists(shard_path)) {
-        fail(index_path, "shard '" + shard + "' (for tensor '" + name + "') does not exist at " + shard_path.string());
+      auto file = open_shard(shard);
+      if (!file) {
+        const fs::path beside = fs::path(index_path).parent_path() / shard;
+        fail(index_path, "shard '" + shard + "' (for tensor '" + name + "') does not exist at " + beside.string());
       }
-      it = shards.emplace(shard, SafetensorsFile::open(shard_path.string())).first;
+      it = shards.emplace(shard, std::move(file)).first;
       c.files_.push_back(it->second);
     }
     const auto t = it->second->tensors().find(name);

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "dms/format/gguf.h"
@@ -12,11 +13,17 @@ namespace {
 
 using nlohmann::json;
 
-json read_json(const std::string& path) {
-  std::ifstream in(path);
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, "cannot open");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) fail(path, "cannot be read");
+  return text;
+}
+
+json parse_json(const std::string& text, const std::string& path) {
   try {
-    return json::parse(in);
+    return json::parse(text);
   } catch (const json::exception& e) {
     fail(path, std::string("invalid JSON: ") + e.what());
   }
@@ -113,7 +120,15 @@ std::string arch_name(Arch a) {
 
 ModelConfig ModelConfig::from_hf_dir(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  json j = read_json(path);
+  const std::string gen_path = (std::filesystem::path(dir) / "generation_config.json").string();
+  const bool has_gen = std::filesystem::exists(gen_path);
+  return from_hf_texts(read_text(path), path, has_gen ? std::optional(read_text(gen_path)) : std::nullopt, gen_path);
+}
+
+ModelConfig ModelConfig::from_hf_texts(const std::string& config_text, const std::string& path,
+                                       const std::optional<std::string>& generation_config_text,
+                                       const std::string& gen_path) {
+  json j = parse_json(config_text, path);
   if (!j.is_object()) fail(path, "expected a JSON object");
   JsonFields f{j, path};
   ModelConfig c;
@@ -149,9 +164,8 @@ ModelConfig ModelConfig::from_hf_dir(const std::string& dir) {
   if (j.contains("eos_token_id")) add_eos_ids(j["eos_token_id"], path, c.eos_ids);
   c.dms = DmsConfig::from_json(j, path);
 
-  const std::string gen_path = (std::filesystem::path(dir) / "generation_config.json").string();
-  if (std::filesystem::exists(gen_path)) {
-    json g = read_json(gen_path);
+  if (generation_config_text) {
+    json g = parse_json(*generation_config_text, gen_path);
     if (!g.is_object()) fail(gen_path, "expected a JSON object");
     if (g.contains("eos_token_id")) add_eos_ids(g["eos_token_id"], gen_path, c.eos_ids);
   }

@@ -2,6 +2,7 @@
 // or from GGUF metadata. One struct for every supported family.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,10 @@ struct ModelConfig {
 
   // Throws Error naming the file and field for missing, mistyped or inconsistent values.
   static ModelConfig from_hf_dir(const std::string& dir);
+  // The same from the texts of config.json and generation_config.json (nullopt: no such file).
+  static ModelConfig from_hf_texts(const std::string& config_json, const std::string& config_path,
+                                   const std::optional<std::string>& generation_config_json,
+                                   const std::string& generation_config_path);
   static ModelConfig from_gguf(const GgufFile& gguf);
 
   int64_t group_size() const { return n_heads / n_kv_heads; }

@@ -6,6 +6,7 @@
 
 #include "dms/format/gguf.h"
 #include "dms/format/safetensors.h"
+#include "dms/model/dms_adapter_file.h"
 #include "dms/util/error.h"
 
 namespace dms {
@@ -226,13 +227,11 @@ Weights load(const TensorSource& src, const ModelConfig& c, at::ScalarType dtype
 }  // namespace
 
 std::vector<DecisionHeadTensor> decision_head_tensors(const ModelConfig& c, int64_t layer) {
-  const std::string p = "model.layers." + std::to_string(layer) + ".self_attn.dms_proj_alpha";
-  std::vector<DecisionHeadTensor> out = {
-      {p + "_norm.weight", {c.hidden_size}, &DecisionHeadWeights::norm},
-      {p + ".weight", {c.n_kv_heads, c.hidden_size}, &DecisionHeadWeights::proj},
-  };
-  // As the reference builds it: nn.Linear(hidden, n_kv, bias=attention_bias).
-  if (c.qkv_bias) out.push_back({p + ".bias", {c.n_kv_heads}, &DecisionHeadWeights::bias});
+  static constexpr at::Tensor DecisionHeadWeights::*kMembers[] = {&DecisionHeadWeights::norm, &DecisionHeadWeights::proj,
+                                                                  &DecisionHeadWeights::bias};
+  std::vector<DecisionHeadTensor> out;
+  size_t k = 0;
+  for (auto& spec : decision_head_specs(c, layer)) out.push_back({std::move(spec.name), std::move(spec.shape), kMembers[k++]});
   return out;
 }
 

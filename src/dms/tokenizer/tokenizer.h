@@ -16,6 +16,15 @@ class GgufFile;
 class DecodeStream;
 struct TokenizerImpl;
 
+// The texts of a Hugging Face tokenizer's files (nullopt: the file does not exist); the paths
+// name them in errors.
+struct HfTokenizerFiles {
+  std::string tokenizer_json, tokenizer_path;
+  std::optional<std::string> config_json;  // tokenizer_config.json
+  std::string config_path;
+  std::optional<std::string> chat_template_jinja;
+};
+
 class Tokenizer {
  public:
   // Reads <dir>/tokenizer.json and, if present, <dir>/tokenizer_config.json (add_bos_token,
@@ -23,6 +32,7 @@ class Tokenizer {
   // transformers). Throws Error naming the file and field at fault, including for pipeline
   // components this project does not implement.
   static std::shared_ptr<Tokenizer> from_hf_dir(const std::string& dir);
+  static std::shared_ptr<Tokenizer> from_hf_files(const HfTokenizerFiles& files);
   // Reads tokenizer.ggml.* and tokenizer.chat_template. tokenizer.ggml.pre picks the
   // pre-tokenization of the Hugging Face tokenizer the file was converted from (default, gpt2,
   // smollm, llama3/llama-bpe, qwen2); a llama-model file is the legacy Llama 2 pipeline.

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -70,19 +71,27 @@ Document document_from_record(const nlohmann::json& record, const std::string& w
   return doc;
 }
 
-void read_jsonl_documents(const std::string& path, const Tokenizer& tokenizer, const ChatTemplate& chat_template,
-                          std::vector<Document>& out) {
-  if (fs::is_regular_file(path) && fs::file_size(path) == 0) fail(path, "empty file");
-  const int64_t records = read_jsonl(path, [&](int64_t line, const nlohmann::json& record) {
+void jsonl_documents(std::istream& in, bool empty, const std::string& path, const Tokenizer& tokenizer,
+                     const ChatTemplate& chat_template, std::vector<Document>& out) {
+  if (empty) fail(path, "empty file");
+  const int64_t records = read_jsonl(in, path, [&](int64_t line, const nlohmann::json& record) {
     out.push_back(document_from_record(record, jsonl_where(path, line), tokenizer, chat_template));
   });
   if (records == 0) fail(path, "empty file: no JSON records");
 }
 
-void read_text_document(const std::string& path, const Tokenizer& tokenizer, std::vector<Document>& out) {
+void read_jsonl_documents(const std::string& path, const Tokenizer& tokenizer, const ChatTemplate& chat_template,
+                          std::vector<Document>& out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, "cannot read");
+  jsonl_documents(in, in.peek() == std::char_traits<char>::eof(), path, tokenizer, chat_template, out);
+  if (in.bad()) fail(path, "read error");
+}
+
+void text_document(const std::string& text, const std::string& path, const Tokenizer& tokenizer,
+                   std::vector<Document>& out) {
   Document doc;
   doc.origin = path;
-  const std::string text = read_file(path);
   if (is_blank(text)) fail(path, "empty file");
   doc.split_key = text;
   doc.tokens = encode(tokenizer, text, tokenizer.add_bos_default(), path);
@@ -92,7 +101,7 @@ void read_text_document(const std::string& path, const Tokenizer& tokenizer, std
 void read_path(const std::string& path, const Tokenizer& tokenizer, const ChatTemplate& chat_template,
                std::vector<Document>& out) {
   if (path.ends_with(".jsonl")) read_jsonl_documents(path, tokenizer, chat_template, out);
-  else read_text_document(path, tokenizer, out);
+  else text_document(read_file(path), path, tokenizer, out);
 }
 
 }  // namespace
@@ -114,6 +123,18 @@ std::vector<Document> read_documents(const std::vector<std::string>& paths, cons
     if (files.empty()) fail(path, "directory holds no data files");
     std::sort(files.begin(), files.end());
     for (const auto& f : files) read_path(f, tokenizer, chat_template, docs);
+  }
+  return docs;
+}
+
+std::vector<Document> documents_from_text(const std::string& text, const std::string& name, const Tokenizer& tokenizer,
+                                          const ChatTemplate& chat_template) {
+  std::vector<Document> docs;
+  if (name.ends_with(".jsonl")) {
+    std::istringstream in(text);
+    jsonl_documents(in, text.empty(), name, tokenizer, chat_template, docs);
+  } else {
+    text_document(text, name, tokenizer, docs);
   }
   return docs;
 }

@@ -39,6 +39,10 @@ struct Document {
 std::vector<Document> read_documents(const std::vector<std::string>& paths, const Tokenizer& tokenizer,
                                      const ChatTemplate& chat_template);
 
+// The documents of one file whose content is `text` (the format chosen by `name` as above).
+std::vector<Document> documents_from_text(const std::string& text, const std::string& name, const Tokenizer& tokenizer,
+                                          const ChatTemplate& chat_template);
+
 // The stable held-out split: true when `split_key` falls in the held-out share `fraction`
 // (0 to 1). Decided by a 64-bit hash of the key alone (FNV-1a, then the splitmix64 finaliser;
 // held out iff (hash >> 11) * 2^-53 < fraction), so a document's side never depends on the

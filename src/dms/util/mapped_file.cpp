@@ -31,13 +31,27 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
       fail(path, std::string("cannot mmap: ") + std::strerror(e));
     }
     f->data_ = static_cast<const uint8_t*>(p);
+    f->mapped_ = true;
   }
   ::close(fd);
   return f;
 }
 
+std::shared_ptr<MappedFile> MappedFile::copy_of(const std::string& name, const uint8_t* data, size_t size) {
+  std::shared_ptr<MappedFile> f(new MappedFile());
+  f->path_ = name;
+  f->size_ = size;
+  if (size > 0) {
+    auto* copy = new uint8_t[size];
+    std::memcpy(copy, data, size);
+    f->data_ = copy;
+  }
+  return f;
+}
+
 MappedFile::~MappedFile() {
-  if (data_) munmap(const_cast<uint8_t*>(data_), size_);
+  if (mapped_) munmap(const_cast<uint8_t*>(data_), size_);
+  else delete[] data_;
 }
 
 }  // namespace dms

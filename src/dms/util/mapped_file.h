@@ -1,4 +1,7 @@
 // A read-only memory-mapped file. Weights point into it, so it must outlive them.
+// `copy_of` holds bytes from memory under a name instead (parsers run on it unchanged: tests and
+// the fuzz targets, which read an exactly sized heap buffer so that AddressSanitizer sees every
+// byte read past the end).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -11,6 +14,7 @@ class MappedFile {
  public:
   // Throws Error naming `path` when it cannot be opened or mapped.
   static std::shared_ptr<MappedFile> open(const std::string& path);
+  static std::shared_ptr<MappedFile> copy_of(const std::string& name, const uint8_t* data, size_t size);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
@@ -24,6 +28,7 @@ class MappedFile {
   std::string path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  bool mapped_ = false;  // munmap at the end, else delete[]
 };
 
 }  // namespace dms
