@@ -23,10 +23,10 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-json parse_json(const std::string& path) {
+json parse_json(const std::string& text, const std::string& path) {
   try {
-    return json::parse(read_file(path));
-  } catch (const json::parse_error& e) {
+    return json::parse(text);
+  } catch (const json::exception& e) {  // parse_error, out_of_range (a number past a double)
     fail(path, std::string("invalid JSON: ") + e.what());
   }
 }
@@ -179,10 +179,21 @@ std::string config_chat_template(const json& config, const std::string& where) {
 
 std::shared_ptr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
   namespace fs = std::filesystem;
-  const std::string path = (fs::path(dir) / "tokenizer.json").string();
+  HfTokenizerFiles files;
+  files.tokenizer_path = (fs::path(dir) / "tokenizer.json").string();
+  files.tokenizer_json = read_file(files.tokenizer_path);
+  files.config_path = (fs::path(dir) / "tokenizer_config.json").string();
+  if (fs::exists(files.config_path)) files.config_json = read_file(files.config_path);
+  const std::string jinja_path = (fs::path(dir) / "chat_template.jinja").string();
+  if (fs::exists(jinja_path)) files.chat_template_jinja = read_file(jinja_path);
+  return from_hf_files(files);
+}
+
+std::shared_ptr<Tokenizer> Tokenizer::from_hf_files(const HfTokenizerFiles& files) {
+  const std::string& path = files.tokenizer_path;
   auto impl = std::make_unique<TokenizerImpl>();
   impl->source = path;
-  json root = parse_json(path);
+  json root = parse_json(files.tokenizer_json, path);
   if (!root.is_object()) fail(path, "the top level must be an object");
 
   const auto& model = jsonf::require(root, "model", path, "");
@@ -232,9 +243,9 @@ std::shared_ptr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
   impl->bos = template_bos;
   impl->add_bos = template_bos.has_value();
 
-  const std::string config_path = (fs::path(dir) / "tokenizer_config.json").string();
-  if (fs::exists(config_path)) {
-    json config = parse_json(config_path);
+  const std::string& config_path = files.config_path;
+  if (files.config_json) {
+    json config = parse_json(*files.config_json, config_path);
     if (!config.is_object()) fail(config_path, "the top level must be an object");
     auto resolve = [&](const char* key) -> std::optional<int32_t> {
       auto text = config_token(config, key, config_path);
@@ -248,8 +259,7 @@ std::shared_ptr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
     impl->add_bos = jsonf::get_bool(config, "add_bos_token", impl->add_bos, config_path, "");
     impl->chat_template = config_chat_template(config, config_path);
   }
-  const std::string jinja_path = (fs::path(dir) / "chat_template.jinja").string();
-  if (fs::exists(jinja_path)) impl->chat_template = read_file(jinja_path);
+  if (files.chat_template_jinja) impl->chat_template = *files.chat_template_jinja;
   return std::make_shared<Tokenizer>(std::move(impl));
 }
 

@@ -33,7 +33,7 @@ RunLog RunLog::resumed(const std::string& path, int64_t steps_done) {
       nlohmann::json r;
       try {
         r = nlohmann::json::parse(line);
-      } catch (const nlohmann::json::parse_error& e) {
+      } catch (const nlohmann::json::exception& e) {
         fail(jsonl_where(path, number), std::string("malformed JSON: ") + e.what());
       }
       if (r.is_object() && r.contains("step") && r["step"].is_number_integer() && r["step"].get<int64_t>() <= steps_done)
