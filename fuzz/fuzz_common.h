@@ -68,6 +68,14 @@ inline const DefaultTokenizer& default_tokenizer() {
   return loaded;
 }
 
+// Reads every byte of a tensor's data, as the loaders do (the sum keeps the reads).
+inline uint64_t touch_bytes(const uint8_t* data, size_t n) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += data[i];
+  return sum;
+}
+inline volatile uint64_t g_sink;
+
 // Encodes and decodes `text`, checking StreamDecoder against Tokenizer::decode (tokenizer.h's
 // promise); a broken promise aborts.
 void encode_and_decode(const Tokenizer& tokenizer, std::string_view text);
