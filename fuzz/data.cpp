@@ -1,5 +1,9 @@
-// Training and evaluation data: a JSONL file (text and chat-message records) read into documents
-// with the default model's tokenizer and chat template; the same bytes as a plain-text document.
+// Training and evaluation data: a JSONL file (text and chat-message records) read into training
+// documents with the default model's tokenizer and chat template, and the same bytes as a
+// plain-text document; then both read by dms eval's loader (--field text, cut to 64 tokens).
+#include <sstream>
+
+#include "dms/eval/documents.h"
 #include "dms/train/data_documents.h"
 #include "fuzz_common.h"
 
@@ -10,5 +14,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   fuzz::expect_ok_or_error([&] { documents_from_text(text, "data.jsonl", *d.tokenizer, *d.chat_template); });
   fuzz::expect_ok_or_error([&] { documents_from_text(text, "data.txt", *d.tokenizer, *d.chat_template); });
+  for (const char* name : {"eval.jsonl", "eval.txt"}) {
+    eval::DocumentOptions o;
+    o.context = 64;
+    o.max_documents = 8;
+    o.add_bos = true;
+    o.chat_template = d.chat_template.get();
+    std::istringstream in(text);
+    fuzz::expect_ok_or_error([&] { eval::load_documents(in, name, *d.tokenizer, o); });
+  }
   return 0;
 }

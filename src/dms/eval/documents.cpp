@@ -19,7 +19,7 @@ std::vector<int32_t> encode(const Tokenizer& tok, const std::string& text, bool 
 
 // Enough bytes for `tokens` tokens of any ordinary text (BPE tokens average 3-5 bytes), cut
 // after the last line break or space so that no word or UTF-8 sequence is split.
-std::string read_prefix(std::ifstream& in, int64_t tokens) {
+std::string read_prefix(std::istream& in, int64_t tokens) {
   const int64_t cap = tokens * 16;
   std::string text(static_cast<size_t>(cap), '\0');
   in.read(text.data(), cap);
@@ -36,7 +36,7 @@ std::string read_prefix(std::ifstream& in, int64_t tokens) {
   return text;
 }
 
-std::vector<Document> text_documents(std::ifstream& in, const std::string& path, const Tokenizer& tok,
+std::vector<Document> text_documents(std::istream& in, const std::string& path, const Tokenizer& tok,
                                      const DocumentOptions& o) {
   const std::vector<int32_t> ids = encode(tok, read_prefix(in, o.context * o.max_documents), false, path);
   const bool bos = o.add_bos && tok.bos_id().has_value();
@@ -53,7 +53,7 @@ std::vector<Document> text_documents(std::ifstream& in, const std::string& path,
   return docs;
 }
 
-std::vector<Document> jsonl_documents(std::ifstream& in, const std::string& path, const Tokenizer& tok,
+std::vector<Document> jsonl_documents(std::istream& in, const std::string& path, const Tokenizer& tok,
                                       const DocumentOptions& o) {
   std::vector<Document> docs;
   std::string line;
@@ -88,13 +88,18 @@ std::vector<Document> jsonl_documents(std::ifstream& in, const std::string& path
 }  // namespace
 
 std::vector<Document> load_documents(const std::string& path, const Tokenizer& tokenizer, const DocumentOptions& o) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, "cannot open");
+  return load_documents(in, path, tokenizer, o);
+}
+
+std::vector<Document> load_documents(std::istream& in, const std::string& path, const Tokenizer& tokenizer,
+                                     const DocumentOptions& o) {
   if (o.context < 2) fail("documents", "context must be at least 2 tokens, got " + std::to_string(o.context));
   if (o.max_documents < 1) fail("documents", "need at least 1 document, got " + std::to_string(o.max_documents));
   std::string format = o.format;
   if (format == "auto") format = path.ends_with(".jsonl") ? "jsonl" : "text";
   if (format != "text" && format != "jsonl") fail("documents", "format must be text, jsonl or auto, got '" + format + "'");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open");
   std::vector<Document> docs = format == "jsonl" ? jsonl_documents(in, path, tokenizer, o) : text_documents(in, path, tokenizer, o);
   if (in.bad()) fail(path, "read error");
   if (docs.empty()) fail(path, "no document of at least 2 tokens");

@@ -4,6 +4,7 @@
 // template as dms retrofit renders its "messages", so held-out training data evaluates as is).
 #pragma once
 #include <cstdint>
+#include <istream>
 #include <string>
 #include <vector>
 
@@ -30,5 +31,8 @@ struct DocumentOptions {
 // Throws Error naming the file (and line) for a missing or unreadable file, text that is not
 // UTF-8, a malformed line, or no document of at least 2 tokens.
 std::vector<Document> load_documents(const std::string& path, const Tokenizer& tokenizer, const DocumentOptions& options);
+// The same from `in`; `path` names the source in errors and, for "auto", picks the format.
+std::vector<Document> load_documents(std::istream& in, const std::string& path, const Tokenizer& tokenizer,
+                                     const DocumentOptions& options);
 
 }  // namespace dms::eval
