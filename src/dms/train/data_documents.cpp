@@ -85,7 +85,6 @@ void read_jsonl_documents(const std::string& path, const Tokenizer& tokenizer, c
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, "cannot read");
   jsonl_documents(in, in.peek() == std::char_traits<char>::eof(), path, tokenizer, chat_template, out);
-  if (in.bad()) fail(path, "read error");
 }
 
 void text_document(const std::string& text, const std::string& path, const Tokenizer& tokenizer,
