@@ -1,27 +1,17 @@
 // A Hugging Face checkpoint directory: `model.safetensors` (preferred, as transformers does) or
 // the shards listed by `model.safetensors.index.json`.
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "dms/format/safetensors.h"
 #include "dms/util/error.h"
+#include "dms/util/text_file.h"
 
 namespace dms {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  if (in.bad()) fail(path, "cannot be read");
-  return text.str();
-}
 
 json weight_map_of(const std::string& text, const std::string& path) {
   json j;
@@ -51,7 +41,7 @@ SafetensorsCheckpoint SafetensorsCheckpoint::open_dir(const std::string& dir) {
   if (!fs::exists(index)) fail(dir, "no model.safetensors or model.safetensors.index.json in this directory");
 
   const std::string index_path = index.string();
-  return from_index(read_text(index_path), index_path, [&](const std::string& shard) -> std::shared_ptr<SafetensorsFile> {
+  return from_index(read_text_file(index_path), index_path, [&](const std::string& shard) -> std::shared_ptr<SafetensorsFile> {
     const fs::path shard_path = fs::path(dir) / shard;
     if (!fs::exists(shard_path)) return nullptr;
     return SafetensorsFile::open(shard_path.string());

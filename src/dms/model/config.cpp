@@ -1,25 +1,16 @@
 #include "dms/model/config.h"
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "dms/format/gguf.h"
 #include "dms/util/error.h"
+#include "dms/util/text_file.h"
 
 namespace dms {
 namespace {
 
 using nlohmann::json;
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) fail(path, "cannot be read");
-  return text;
-}
 
 json parse_json(const std::string& text, const std::string& path) {
   try {
@@ -122,7 +113,7 @@ ModelConfig ModelConfig::from_hf_dir(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
   const std::string gen_path = (std::filesystem::path(dir) / "generation_config.json").string();
   const bool has_gen = std::filesystem::exists(gen_path);
-  return from_hf_texts(read_text(path), path, has_gen ? std::optional(read_text(gen_path)) : std::nullopt, gen_path);
+  return from_hf_texts(read_text_file(path), path, has_gen ? std::optional(read_text_file(gen_path)) : std::nullopt, gen_path);
 }
 
 ModelConfig ModelConfig::from_hf_texts(const std::string& config_text, const std::string& path,

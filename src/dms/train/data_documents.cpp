@@ -13,6 +13,7 @@
 #include "dms/tokenizer/tokenizer.h"
 #include "dms/train/data_jsonl.h"
 #include "dms/util/error.h"
+#include "dms/util/text_file.h"
 
 namespace dms {
 namespace {
@@ -20,12 +21,6 @@ namespace {
 namespace fs = std::filesystem;
 
 bool is_blank(const std::string& s) { return s.find_first_not_of(" \t\r\n\f\v") == std::string::npos; }
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot read");
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 std::vector<int32_t> encode(const Tokenizer& tokenizer, const std::string& text, bool add_bos, const std::string& where) {
   try {
@@ -100,7 +95,7 @@ void text_document(const std::string& text, const std::string& path, const Token
 void read_path(const std::string& path, const Tokenizer& tokenizer, const ChatTemplate& chat_template,
                std::vector<Document>& out) {
   if (path.ends_with(".jsonl")) read_jsonl_documents(path, tokenizer, chat_template, out);
-  else text_document(read_file(path), path, tokenizer, out);
+  else text_document(read_text_file(path), path, tokenizer, out);
 }
 
 }  // namespace
