@@ -134,7 +134,9 @@ TEST(DefaultGguf, AsStoredHoldsTheFilesBlocks) {
       EXPECT_EQ(m->nbytes(), m->rows() * static_cast<int64_t>(ggml_row_bytes(m->stored, m->cols)));
     }
   int64_t stored = 0;
-  for (const auto& t : GgufFile::open(default_model_path())->tensors()) stored += static_cast<int64_t>(t.nbytes);
+  // The file held in a variable: a temporary in a range-for's initializer dies before the loop runs.
+  const auto file = GgufFile::open(default_model_path());
+  for (const auto& t : file->tensors()) stored += static_cast<int64_t>(t.nbytes);
   EXPECT_EQ(weight_bytes(w), stored);
 }
 
