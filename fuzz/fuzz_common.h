@@ -31,14 +31,14 @@ inline std::vector<std::string> split_parts(const uint8_t* data, size_t size) {
   return parts;
 }
 
-// Runs `f`; dms::Error is the expected answer to bad input, anything else escapes.
-// With DMS_FUZZ_SHOW_ERRORS set (scripts/fuzz's replay of the regression inputs) the error is
-// printed as "rejected: <message>", so the replay can show that each input gets a clear one.
+// With DMS_FUZZ_SHOW_ERRORS set (scripts/fuzz's replay of the regression inputs) an error is
+// printed as "rejected: <message>", so the replay shows that each input gets a clear one.
 inline void show_rejection(const char* message) {
   static const bool show = std::getenv("DMS_FUZZ_SHOW_ERRORS") != nullptr;
   if (show) std::fprintf(stderr, "rejected: %s\n", message);
 }
 
+// Runs `f`; dms::Error is the expected answer to bad input, anything else escapes.
 template <class F>
 void expect_ok_or_error(F&& f) {
   try {
