@@ -1,7 +1,6 @@
 // A read-only memory-mapped file. Weights point into it, so it must outlive them.
-// `copy_of` holds bytes from memory under a name instead (parsers run on it unchanged: tests and
-// the fuzz targets, which read an exactly sized heap buffer so that AddressSanitizer sees every
-// byte read past the end).
+// `copy_of` holds bytes from memory under a name instead, so the parsers run on them unchanged (the
+// fuzz targets: an exactly sized heap buffer, so AddressSanitizer sees every byte read past the end).
 #pragma once
 #include <cstddef>
 #include <cstdint>
