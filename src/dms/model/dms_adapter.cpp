@@ -9,12 +9,6 @@
 namespace dms {
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 at::Tensor read_tensor(const StTensor& t, at::ScalarType dtype) {
   const at::ScalarType stored = t.dtype == StDtype::BF16 ? at::kBFloat16 : t.dtype == StDtype::F16 ? at::kHalf : at::kFloat;
   // A copy: the file is closed after loading, and its data need not be aligned.
@@ -64,9 +58,7 @@ void save_dms_adapter(const std::string& path, const ModelConfig& base, const Dm
     for (const auto& want : decision_head_tensors(base, i)) {
       const at::Tensor& t = adapter.layers[i].*want.member;
       if (!t.defined()) fail(path, "tensor '" + want.name + "' is missing");
-      if (t.sizes().vec() != want.shape)
-        fail(path, "tensor '" + want.name + "' has shape " + shape_str(t.sizes().vec()) + ", expected " +
-                       shape_str(want.shape));
+      check_decision_head_shape(path, want.name, want.shape, t.sizes().vec());
       tensors.push_back(to_output(want.name, t));
     }
   }

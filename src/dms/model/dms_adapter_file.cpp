@@ -73,6 +73,12 @@ std::vector<DecisionHeadTensorSpec> decision_head_specs(const ModelConfig& c, in
   return out;
 }
 
+void check_decision_head_shape(const std::string& path, const std::string& name, const std::vector<int64_t>& expected,
+                               const std::vector<int64_t>& shape) {
+  if (shape != expected)
+    fail(path, "tensor '" + name + "' has shape " + shape_str(shape) + ", expected " + shape_str(expected));
+}
+
 DmsAdapterFile read_dms_adapter_file(const SafetensorsFile& file, const ModelConfig& base) {
   const std::string& path = file.path();
   if (metadata(file, "format") != kFormat)
@@ -94,8 +100,7 @@ DmsAdapterFile read_dms_adapter_file(const SafetensorsFile& file, const ModelCon
       auto it = file.tensors().find(want.name);
       if (it == file.tensors().end()) fail(path, "missing tensor '" + want.name + "'");
       const StTensor& t = it->second;
-      if (t.shape != want.shape)
-        fail(path, "tensor '" + want.name + "' has shape " + shape_str(t.shape) + ", expected " + shape_str(want.shape));
+      check_decision_head_shape(path, want.name, want.shape, t.shape);
       if (t.dtype != StDtype::F32 && t.dtype != StDtype::BF16 && t.dtype != StDtype::F16)
         fail(path, "tensor '" + want.name + "' has dtype " + st_dtype_name(t.dtype) + ", expected F32, BF16 or F16");
       layer.push_back(&t);

@@ -20,6 +20,10 @@ struct DecisionHeadTensorSpec {
 };
 std::vector<DecisionHeadTensorSpec> decision_head_specs(const ModelConfig& config, int64_t layer);
 
+// Fails naming `path` and tensor `name` when `shape` is not `expected` (read and save alike).
+void check_decision_head_shape(const std::string& path, const std::string& name, const std::vector<int64_t>& expected,
+                               const std::vector<int64_t>& shape);
+
 struct DmsAdapterFile {
   DmsConfig config;  // mode DmsMode::Adapter
   // Per base layer, the tensors of decision_head_specs in its order (F32, BF16 or F16).
