@@ -97,6 +97,12 @@ SequenceId DmsDriver::add() {
   return id;
 }
 
+SequenceId DmsDriver::fork(SequenceId parent) {
+  const SequenceId id = cache_->fork_sequence(parent);
+  history_.emplace(id, history_.at(parent));  // the tensors are replaced, never written, by step()
+  return id;
+}
+
 void DmsDriver::remove(SequenceId id) {
   cache_->remove_sequence(id);
   history_.erase(id);

@@ -49,6 +49,8 @@ class DmsDriver {
             uint64_t seed);
 
   SequenceId add();
+  // A fork of `parent` (PagedKVCache::fork_sequence) that goes on with the parent's history.
+  SequenceId fork(SequenceId parent);
   void remove(SequenceId id);
   // One step of the cache and the reference; returns the step's worst relative error.
   double step(const std::vector<StepSequence>& step);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <set>
 
 #include "dms/engine/engine.h"
 #include "test_model_fixtures.h"
@@ -186,6 +187,76 @@ TEST(Engine, AdmissionFollowsTheBlocksThePoolsHaveFree) {
   EXPECT_LT(dense, 12) << "the pools were meant to be too small for every request at once";
 }
 
+std::vector<GenerationParams> sampled_params(int64_t samples, int64_t n) {
+  std::vector<GenerationParams> params(samples, greedy_params(n));
+  for (int64_t i = 0; i < samples; ++i) {
+    params[i].sampling.temperature = 0.9;
+    params[i].sampling.seed = 100 + i;
+  }
+  return params;
+}
+
+// The tokens of one request run alone in an engine of its own.
+std::vector<int32_t> run_alone(const Model& m, const std::string& policy, const PolicyOptions& o,
+                               const std::vector<int32_t>& ids, const GenerationParams& p, int64_t* peak_bytes) {
+  PagedKVCache cache(m.info.config, PagedCacheOptions{at::kFloat, 4, 256}, make_policy(policy, o));
+  Engine engine(m, cache);
+  const int64_t r = engine.submit(ids, p);
+  engine.run();
+  if (peak_bytes) *peak_bytes += engine.stats().peak_bytes_held;
+  return engine.result(r).tokens;
+}
+
+// Samples forked from one prefill give, token for token, what the same seeds give run one by
+// one, for every policy; the prompt is run once and its keys held once.
+TEST(Engine, ForkedSamplesGiveWhatIndependentRunsGive) {
+  const Model& m = default_model();
+  const int64_t samples = 4, n = 10;
+  PolicyOptions o;
+  o.dms = {.window = 4, .forced_fraction = 0.5};
+  o.budget.tokens = 16;
+  const auto ids = prompt(m, kPrompts[2]);
+  const auto params = sampled_params(samples, n);
+  for (const std::string& policy : policy_names()) {
+    SCOPED_TRACE(policy);
+    PagedKVCache cache(m.info.config, PagedCacheOptions{at::kFloat, 4, 256}, make_policy(policy, o));
+    Engine engine(m, cache);
+    const auto requests = engine.submit_samples(ids, params);
+    ASSERT_EQ(requests.size(), static_cast<size_t>(samples));
+    engine.run();
+    int64_t peak_alone = 0;
+    std::set<std::vector<int32_t>> distinct;
+    for (int64_t i = 0; i < samples; ++i) {
+      const GenerationResult& r = engine.result(requests[i]);
+      EXPECT_EQ(r.tokens, run_alone(m, policy, o, ids, params[i], &peak_alone)) << "sample " << i;
+      distinct.insert(r.tokens);
+    }
+    EXPECT_GT(distinct.size(), 1u) << "the seeds were meant to give different samples";
+    EXPECT_EQ(engine.stats().tokens_run, static_cast<int64_t>(ids.size()) + samples * (n - 1))
+        << "the prompt runs once, then one token per sample and step";
+    EXPECT_LT(engine.stats().peak_bytes_held, peak_alone);
+    EXPECT_EQ(cache.stats().blocks_used, 0);
+  }
+}
+
+// A leader aborted before its prefill ended hands its samples on; they still give their tokens.
+TEST(Engine, SamplesOfAnAbortedLeaderGoOn) {
+  const Model& m = default_model();
+  const auto ids = prompt(m, kPrompts[1]);
+  const auto params = sampled_params(3, 6);
+  PagedKVCache cache(m.info.config, PagedCacheOptions{at::kFloat, 4, 256}, make_dense_policy());
+  Engine engine(m, cache, EngineOptions{.max_step_tokens = 8});
+  const auto requests = engine.submit_samples(ids, params);
+  engine.step();  // the first chunk of the prompt
+  engine.abort(requests[0]);
+  engine.run();
+  EXPECT_EQ(engine.result(requests[0]).stop_reason, "aborted");
+  for (int i : {1, 2})
+    EXPECT_EQ(engine.result(requests[i]).tokens, run_alone(m, "dense", {}, ids, params[i], nullptr)) << i;
+  EXPECT_EQ(engine.stats().tokens_run, 8 + static_cast<int64_t>(ids.size()) + 2 * 5);
+  EXPECT_EQ(cache.stats().blocks_used, 0);
+}
+
 TEST(Engine, BadRequestsAreRefused) {
   const Model& m = default_model();
   auto cache = dense_cache(m, 64);
@@ -195,6 +266,9 @@ TEST(Engine, BadRequestsAreRefused) {
   const std::vector<int32_t> too_long(static_cast<size_t>(m.info.config.max_position), 1);
   EXPECT_THROW(engine.submit(too_long, greedy_params(1)), Error);
   EXPECT_THROW(engine.result(99), Error);
+  EXPECT_THROW(engine.submit_samples(prompt(m, "x"), {}), Error);
+  EXPECT_THROW(engine.submit_samples(prompt(m, "x"), {greedy_params(2), greedy_params(0)}), Error);
+  EXPECT_THROW(engine.result(0), Error) << "a refused group adds no request";
   EXPECT_TRUE(engine.idle());
 }
 

@@ -370,13 +370,14 @@ TEST(Policies, BudgetPolicyBaseRunsAnyScore) {
 }
 
 // Forced DMS flags are drawn per key from the seed, so a sequence keeps the same keys however
-// its tokens are split into steps and whoever shares them; about the requested share is flagged.
+// its tokens are split into steps, whoever shares the step and whatever its id (a forked or
+// preempted sequence decides as before); about the requested share is flagged.
 TEST(Policies, ForcedDmsFlagsDependOnlyOnTheKey) {
   const DmsPolicyOptions o{.window = 8, .forced_fraction = 0.75, .seed = 9};
   PolicyDriver alone(attention_config(2, 2, 2, 16), 16, make_dms_policy(o), 51);
   PolicyDriver shared(attention_config(2, 2, 2, 16), 16, make_dms_policy(o), 52);
-  const SequenceId a = alone.add(), s = shared.add(), other = shared.add();
-  ASSERT_EQ(a, s);
+  const SequenceId a = alone.add(), other = shared.add(), s = shared.add();
+  ASSERT_NE(a, s);
   for (int64_t n : {100, 1, 1, 1, 1}) alone.step({{a, n}});
   shared.step({{s, 30}, {other, 5}});
   shared.step({{s, 70}, {other, 1}});

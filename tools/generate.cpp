@@ -35,14 +35,16 @@ int run_generate(int argc, char** argv) {
   Args args("generate", "[options] [PROMPT]",
             "Continues PROMPT (read from standard input when absent or '-'), streaming the text to standard\n"
             "output; speed and KV cache memory go to standard error at the end. With --parallel N, N\n"
-            "sequences are decoded together: N samples of the prompt, or with --lines one sequence per\n"
-            "input line (N at a time), each printed when it ends.");
+            "sequences are decoded together: N samples of the prompt (seeds SEED .. SEED+N-1; the prompt\n"
+            "is prefilled once and its KV blocks shared), or with --lines one sequence per input line (N\n"
+            "at a time), each printed when it ends.");
   add_model_options(args, ShippedAdapter::Apply);
   add_generation_options(args);
   add_cache_options(args);
   args.flag("chat", "send each prompt as a user message through the model's chat template")
       .option("system", "TEXT", "system message, with --chat")
       .option("parallel", "N", "sequences decoded together", "1")
+      .flag("no-fork", "N samples each prefill the prompt and hold its keys on their own")
       .flag("lines", "one prompt per input line")
       .option("step-tokens", "N", "most tokens in one forward (prefill chunk size)", "512")
       .option("kv-map", "FILE.png", "draw which tokens each layer and KV head kept (first sequence)")
@@ -82,18 +84,25 @@ int run_generate(int argc, char** argv) {
   if (eo.max_step_tokens < 1) throw UsageError("--step-tokens: must be at least 1");
   Engine engine(model, *cache, eo);
   const bool stream = n_requests == 1;
-  std::vector<int64_t> ids;
+  Engine::TextCallback on_text;
+  if (stream)
+    on_text = [](int64_t, const std::string& text) {
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+    };
+  std::vector<GenerationParams> per_request;
   for (int64_t i = 0; i < n_requests; ++i) {
     GenerationParams p = params;
     p.sampling.seed = params.sampling.seed + static_cast<uint64_t>(i);
     p.record_kept = i == 0 && args.has("kv-map");
-    Engine::TextCallback on_text;
-    if (stream)
-      on_text = [](int64_t, const std::string& text) {
-        std::fwrite(text.data(), 1, text.size(), stdout);
-        std::fflush(stdout);
-      };
-    ids.push_back(engine.submit(prompts[args.has("lines") ? static_cast<size_t>(i) : 0], p, on_text));
+    per_request.push_back(p);
+  }
+  std::vector<int64_t> ids;
+  if (!args.has("lines") && !args.has("no-fork")) {
+    ids = engine.submit_samples(prompts[0], per_request, on_text);
+  } else {
+    for (int64_t i = 0; i < n_requests; ++i)
+      ids.push_back(engine.submit(prompts[args.has("lines") ? static_cast<size_t>(i) : 0], per_request[i], on_text));
   }
   size_t printed = 0;
   while (!engine.idle()) {
@@ -135,6 +144,9 @@ int run_generate(int argc, char** argv) {
                human_bytes(static_cast<double>(es.peak_dense_bytes)).c_str(),
                es.peak_bytes_held > 0 ? static_cast<double>(es.peak_dense_bytes) / static_cast<double>(es.peak_bytes_held) : 1.0,
                cr, evicted, es.preemptions ? (" | preemptions " + std::to_string(es.preemptions)).c_str() : "");
+  if (es.peak_shared_bytes_saved > 0)
+    std::fprintf(stderr, "shared blocks: up to %s held once instead of once per sequence\n",
+                 human_bytes(static_cast<double>(es.peak_shared_bytes_saved)).c_str());
   if (args.has("kv-map")) {
     KvMapInput in;
     in.kept = first.kept_positions;

@@ -221,6 +221,11 @@ class ServeTest(unittest.TestCase):
         self.assertEqual(r.usage.completion_tokens, 48)
         # Three 16-token samples at temperature 1 that all agree would mean one seed for all.
         self.assertGreater(len({c.text for c in r.choices}), 1)
+        # The choices share one prefill; each is what its seed gives in a run of its own.
+        for c in r.choices:
+            ref = dms_ok("generate", "--temperature", "1.0", "--seed", str(7 + c.index), "--max-tokens", "16",
+                         "--ignore-eos", "--threads", "2", STORY)
+            self.assertEqual(c.text, ref.stdout[:-1], c.index)  # generate ends its output with one newline
         streamed = {}
         for c in self.client.completions.create(model=NAME, prompt=STORY, max_tokens=16, temperature=1.0, n=3,
                                                 seed=7, stream=True, extra_body={"ignore_eos": True}):

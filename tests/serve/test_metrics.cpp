@@ -100,6 +100,7 @@ TEST(ServeMetrics, RendersValidPrometheusText) {
   engine.kv_bytes_held = 3 << 20;
   engine.kv_dense_bytes = 9 << 20;
   engine.kv_bytes_held_peak = 5 << 20;
+  engine.kv_shared_bytes_saved = 1 << 20;
   engine.preemptions = 2;
 
   const Exposition e = parse_prometheus(m.render(engine));
@@ -123,6 +124,7 @@ TEST(ServeMetrics, RendersValidPrometheusText) {
       {"dms_kv_bytes_held", "gauge"},
       {"dms_kv_dense_bytes", "gauge"},
       {"dms_kv_bytes_held_peak", "gauge"},
+      {"dms_kv_shared_bytes_saved", "gauge"},
       {"dms_evicted_keys_total", "counter"},
       {"dms_preemptions_total", "counter"},
   };
@@ -150,6 +152,7 @@ TEST(ServeMetrics, RendersValidPrometheusText) {
   EXPECT_EQ(e.value("dms_kv_bytes_held"), 3 << 20);
   EXPECT_EQ(e.value("dms_kv_dense_bytes"), 9 << 20);
   EXPECT_EQ(e.value("dms_kv_bytes_held_peak"), 5 << 20);
+  EXPECT_EQ(e.value("dms_kv_shared_bytes_saved"), 1 << 20);
   EXPECT_EQ(e.value("dms_preemptions_total"), 2);
   EXPECT_EQ(e.value("dms_time_to_first_token_seconds_count"), 3);
   EXPECT_DOUBLE_EQ(e.value("dms_time_to_first_token_seconds_sum"), 0.02 + 0.3 + 7);

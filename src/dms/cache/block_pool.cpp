@@ -1,5 +1,6 @@
 #include "dms/cache/block_pool.h"
 
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -20,6 +21,8 @@ BlockPool::BlockPool(int64_t num_blocks, int64_t block_size, int64_t head_dim, a
   keys_ = at::empty({num_blocks, block_size, row_elems}, dtype);
   values_ = at::empty({num_blocks, block_size, row_elems}, dtype);
   free_.resize(num_blocks);
+  holders_ = std::make_unique<std::atomic<int32_t>[]>(num_blocks);
+  for (int64_t i = 0; i < num_blocks; ++i) holders_[i] = 0;
   for (int64_t i = 0; i < num_blocks; ++i) free_[i] = static_cast<int32_t>(num_blocks - 1 - i);
 }
 
@@ -28,13 +31,33 @@ int32_t BlockPool::allocate() {
   if (free_.empty()) fail("kv cache", "block pool exhausted (" + std::to_string(num_blocks_) + " blocks)");
   const int32_t block = free_.back();
   free_.pop_back();
+  holders_[block] = 1;
   peak_used_ = std::max(peak_used_, num_blocks_ - static_cast<int64_t>(free_.size()));
   return block;
 }
 
+void BlockPool::retain(int32_t block) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (block < 0 || block >= num_blocks_ || holders_[block] == 0)
+    fail("kv cache", "retain of block " + std::to_string(block) + ", which is not allocated");
+  if (++holders_[block] == 2) ++shared_;
+}
+
 void BlockPool::release(int32_t block) {
   std::lock_guard<std::mutex> lock(mutex_);
-  free_.push_back(block);
+  if (block < 0 || block >= num_blocks_ || holders_[block] == 0)
+    fail("kv cache", "release of block " + std::to_string(block) + ", which is not allocated");
+  const int32_t left = --holders_[block];
+  if (left == 1) --shared_;
+  if (left == 0) free_.push_back(block);
+}
+
+void BlockPool::copy_block(int32_t from, int32_t to) {
+  const int64_t bytes = block_bytes() / 2;
+  for (const at::Tensor* t : {&keys_, &values_}) {
+    auto* base = static_cast<uint8_t*>(t->data_ptr());
+    std::memcpy(base + to * bytes, base + from * bytes, bytes);
+  }
 }
 
 void BlockPool::make_resident() {

@@ -1,10 +1,13 @@
 // One layer's store of key and value blocks. Every (sequence, KV head) of the layer draws its
 // blocks from here and gives them back when they empty, so the layer's KV memory follows the
-// keys that are live, not the tokens that were seen.
+// keys that are live, not the tokens that were seen. A block may be held by several sequences
+// (forked from one prefix): it counts its holders and is free again when the last one lets go.
 #pragma once
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -19,9 +22,19 @@ class BlockPool {
   BlockPool(int64_t num_blocks, int64_t block_size, int64_t head_dim, at::ScalarType dtype);
 
   // Safe to call from several threads at once. allocate() throws Error when no block is free;
-  // PagedKVCache checks a step's needs before it starts, so it never reaches that.
+  // PagedKVCache checks a step's needs before it starts, so it never reaches that. A block is
+  // allocated with one holder; retain adds one, release takes one away and frees the block when
+  // none is left.
   int32_t allocate();
+  void retain(int32_t block);
   void release(int32_t block);
+  // Holders of a block (0 when free); shared blocks (2 or more) are copied before a write.
+  int32_t holders(int32_t block) const { return holders_[block].load(std::memory_order_acquire); }
+  bool shared(int32_t block) const { return holders(block) > 1; }
+  // Blocks held by 2 or more.
+  int64_t shared_blocks() const { return shared_.load(std::memory_order_acquire); }
+  // Copies K and V of block `from` into block `to`.
+  void copy_block(int32_t from, int32_t to);
   // Writes every block once, so that the whole pool is resident now rather than page by page as
   // sequences first reach it (a server takes its memory when it starts).
   void make_resident();
@@ -45,7 +58,9 @@ class BlockPool {
   int64_t num_blocks_, block_size_, head_dim_;
   at::Tensor keys_, values_;
   mutable std::mutex mutex_;
-  std::vector<int32_t> free_;   // a stack: the most recently released block is reused first
+  std::vector<int32_t> free_;     // a stack: the most recently released block is reused first
+  std::unique_ptr<std::atomic<int32_t>[]> holders_;  // per block; changed under mutex_
+  std::atomic<int64_t> shared_{0};
   int64_t peak_used_ = 0;
 };
 

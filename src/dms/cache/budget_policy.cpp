@@ -86,4 +86,10 @@ int64_t BudgetPolicy::max_live_after(const HeadCache& head, int64_t first_pos, i
   return std::min(head.live() + n_new, budget_.limit(first_pos + n_new));
 }
 
+// The keys over the budget (drop_lowest) and any whose window ends with the step.
+int64_t BudgetPolicy::max_freed(const HeadCache& head, int64_t first_pos, int64_t n_new) const {
+  const int64_t over = std::max<int64_t>(0, head.live() + n_new - budget_.limit(first_pos + n_new));
+  return std::min(head.live(), over + head.expiring_by(static_cast<int32_t>(first_pos + n_new)));
+}
+
 }  // namespace dms

@@ -33,6 +33,8 @@ SequenceStats PagedKVCache::sequence_stats(SequenceId id) const {
       const HeadCache& h = seq.heads[l * n_kv_ + g];
       s.live_slots += h.live();
       s.blocks += static_cast<int64_t>(h.blocks().size());
+      if (pools_[l]->shared_blocks() > 0)
+        for (int32_t b : h.blocks()) s.shared_blocks += pools_[l]->shared(b) ? 1 : 0;
       flagged += h.flagged();
       ratios += static_cast<double>(seq.seen) / static_cast<double>(std::max<int64_t>(h.live(), 1));
     }
@@ -57,7 +59,7 @@ CacheStats PagedKVCache::stats() const {
     ++c.sequences;
     c.tokens_seen += s.tokens_seen;
     c.live_slots += s.live_slots;
-    c.bytes_held += s.bytes_held;
+    c.shared_bytes_saved += s.bytes_held;
     c.dense_bytes += s.dense_bytes;
     if (seq->seen == 0) continue;
     ++counted;
@@ -79,9 +81,11 @@ CacheStats PagedKVCache::stats() const {
   for (const auto& pool : pools_) {
     const PoolStats p{pool->num_blocks(), pool->used_blocks(), pool->free_blocks(), pool->peak_used_blocks()};
     c.blocks_used += p.used;
+    c.bytes_held += p.used * pool->block_bytes();
     c.pool_bytes += p.blocks * pool->block_bytes();
     c.pools.push_back(p);
   }
+  c.shared_bytes_saved -= c.bytes_held;
   return c;
 }
 

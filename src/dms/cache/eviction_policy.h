@@ -23,7 +23,6 @@ namespace dms {
 // What a policy sees of one (sequence, layer, KV head) in one step.
 struct HeadStep {
   const HeadCache& head;   // the keys kept from earlier steps
-  int64_t sequence = 0;    // identity of the head, for seeded choices
   int64_t layer = 0;
   int64_t kv_head = 0;
   int64_t first_pos = 0;   // the step's tokens are at first_pos .. first_pos + n_new - 1
@@ -49,6 +48,9 @@ class EvictionPolicy {
   // An upper bound on the keys the head holds after a step of n_new tokens, whatever the
   // decisions turn out to be: PagedKVCache refuses a step the pools could not hold.
   virtual int64_t max_live_after(const HeadCache& head, int64_t first_pos, int64_t n_new) const = 0;
+  // An upper bound on the keys stored before the step that the step frees (expired or dropped):
+  // a forked sequence copies the shared blocks it frees slots in (HeadCache::max_copies).
+  virtual int64_t max_freed(const HeadCache& head, int64_t first_pos, int64_t n_new) const { return head.live(); }
 };
 
 // How many keys a budget policy keeps per head after `seen` tokens: a fixed `tokens` count,
@@ -65,9 +67,9 @@ struct Budget {
 
 struct DmsPolicyOptions {
   int64_t window = 512;  // dms_window_size: a flagged key stays visible to this many more queries
-  // In [0, 1]: flag each key with this probability (seeded by seed, sequence, layer, head and
-  // position) instead of reading the decision logits, to benchmark models without decision
-  // heads. Negative: read the logits.
+  // In [0, 1]: flag each key with this probability (seeded by seed, layer, head and position,
+  // so a forked or preempted sequence decides as before) instead of reading the decision
+  // logits, to benchmark models without decision heads. Negative: read the logits.
   double forced_fraction = -1;
   uint64_t seed = 0;
 };

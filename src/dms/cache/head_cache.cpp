@@ -46,6 +46,28 @@ int64_t HeadCache::take_slot(BlockPool& pool) {
   return live_++;
 }
 
+void HeadCache::own_block_of(int64_t slot, BlockPool& pool) {
+  int32_t& block = blocks_[slot / block_size_];
+  if (!pool.shared(block)) return;
+  const int32_t own = pool.allocate();
+  pool.copy_block(block, own);
+  pool.release(block);
+  block = own;
+}
+
+int64_t HeadCache::max_copies(const BlockPool& pool, int64_t max_freed) const {
+  if (pool.shared_blocks() == 0) return 0;
+  int64_t shared = 0;
+  for (int32_t b : blocks_) shared += pool.shared(b) ? 1 : 0;
+  const bool last_open = live_ % block_size_ != 0 && pool.shared(blocks_.back());
+  return std::min(shared, max_freed + (last_open ? 1 : 0));
+}
+
+HeadCache HeadCache::fork(BlockPool& pool) const {
+  for (int32_t b : blocks_) pool.retain(b);
+  return *this;
+}
+
 void HeadCache::free_slot(int64_t slot, std::vector<int64_t>& holes) {
   pos_[slot] = kFreeSlot;
   evict_at_[slot] = kNever;
@@ -54,7 +76,8 @@ void HeadCache::free_slot(int64_t slot, std::vector<int64_t>& holes) {
   holes.push_back(slot);
 }
 
-void HeadCache::move_slot(int64_t from, int64_t to, const cpu::PoolRows& rows) {
+void HeadCache::move_slot(int64_t from, int64_t to, BlockPool& pool, const cpu::PoolRows& rows) {
+  own_block_of(to, pool);
   rows.move(cpu::pool_row(blocks_.data(), from, block_size_), cpu::pool_row(blocks_.data(), to, block_size_));
   pos_[to] = pos_[from];
   evict_at_[to] = evict_at_[from];
@@ -72,7 +95,7 @@ void HeadCache::compact(std::vector<int64_t>& holes, BlockPool& pool, const cpu:
   for (int64_t hole : holes) {  // ascending
     drop_trailing_holes();
     if (hole >= live_) break;
-    move_slot(live_ - 1, hole, rows);
+    move_slot(live_ - 1, hole, pool, rows);
     --live_;
   }
   drop_trailing_holes();
@@ -141,6 +164,7 @@ void HeadCache::store_step(int64_t first_pos, int64_t n_new, const HeadDecision&
     const bool dropped = !d.drop_step.empty() && d.drop_step[t];
     if (dropped || evict_at <= next_pos) continue;  // no query from next_pos on sees it: never stored
     const int64_t slot = used_holes < holes.size() ? holes[used_holes++] : take_slot(pool);
+    own_block_of(slot, pool);
     rows.write(cpu::pool_row(blocks_.data(), slot, block_size_), step_k + t * step_stride, step_v + t * step_stride);
     pos_[slot] = static_cast<int32_t>(first_pos + t);
     evict_at_[slot] = evict_at;

@@ -26,7 +26,8 @@ struct HeadDecision {
   std::vector<float> mass_sum, mass_last;
 };
 
-// A block table over the layer's pool, and per slot: the key's position, evict_at (query
+// A block table over the layer's pool (blocks may be shared with forked sequences' heads and
+// are copied before a write), and per slot: the key's position, evict_at (query
 // positions from evict_at on no longer see it; kNever until a decision says otherwise) and
 // the attention it has accumulated (H2O's score). Between steps slots 0 .. live()-1 all hold
 // keys: a step's freed slots take its new keys first (dms-spec section 3) and any left over
@@ -59,6 +60,13 @@ class HeadCache {
               const uint8_t* step_k, const uint8_t* step_v, int64_t step_stride);
   // Blocks the head holds after a step that leaves `live_after` keys.
   int64_t blocks_after(int64_t live_after) const { return (live_after + block_size_ - 1) / block_size_; }
+  // The most blocks a commit that frees at most `max_freed` stored keys copies because other
+  // heads share them: it writes only into the blocks of the slots it frees and into the last,
+  // partly filled block.
+  int64_t max_copies(const BlockPool& pool, int64_t max_freed) const;
+  // A copy that shares every block with this head (a forked sequence); a block is copied by
+  // whichever holder first writes into it.
+  HeadCache fork(BlockPool& pool) const;
   // Gives every block back.
   void release(BlockPool& pool);
 
@@ -83,8 +91,10 @@ class HeadCache {
   void withdraw_decision(int64_t slot);
 
   int64_t take_slot(BlockPool& pool);
+  // Before a write into `slot`: its block becomes this head's own (copied) if it is shared.
+  void own_block_of(int64_t slot, BlockPool& pool);
   void free_slot(int64_t slot, std::vector<int64_t>& holes);
-  void move_slot(int64_t from, int64_t to, const cpu::PoolRows& rows);
+  void move_slot(int64_t from, int64_t to, BlockPool& pool, const cpu::PoolRows& rows);
   void compact(std::vector<int64_t>& holes, BlockPool& pool, const cpu::PoolRows& rows);
   void pending_insert(int32_t evict_at, int64_t slot);
   std::deque<std::pair<int32_t, int32_t>>::iterator pending_find(int32_t evict_at, int64_t slot);

@@ -52,6 +52,20 @@ SequenceId PagedKVCache::add_sequence() {
   return id;
 }
 
+SequenceId PagedKVCache::fork_sequence(SequenceId parent) {
+  if (in_step_) fail("kv cache", "fork_sequence(" + str(parent) + ") during a step; end or abort the step first");
+  const Sequence& from = find(parent, "fork_sequence");
+  auto seq = std::make_unique<Sequence>();
+  seq->id = next_id_++;
+  seq->seen = from.seen;
+  seq->heads.reserve(from.heads.size());
+  for (int64_t i = 0; i < static_cast<int64_t>(from.heads.size()); ++i)
+    seq->heads.push_back(from.heads[i].fork(*pools_[i / n_kv_]));
+  const SequenceId id = seq->id;
+  sequences_.emplace(id, std::move(seq));
+  return id;
+}
+
 void PagedKVCache::remove_sequence(SequenceId id) {
   if (in_step_) fail("kv cache", "remove_sequence(" + str(id) + ") during a step; end or abort the step first");
   auto it = sequences_.find(id);
@@ -81,7 +95,8 @@ std::vector<int64_t> PagedKVCache::blocks_needed(const std::vector<StepSequence>
       for (int64_t g = 0; g < n_kv_; ++g) {
         const HeadCache& h = seq.heads[l * n_kv_ + g];
         const int64_t after = h.blocks_after(policy_->max_live_after(h, seq.seen, s.n_tokens));
-        needed[l] += std::max<int64_t>(0, after - static_cast<int64_t>(h.blocks().size()));
+        needed[l] += std::max<int64_t>(0, after - static_cast<int64_t>(h.blocks().size())) +
+                     h.max_copies(*pools_[l], policy_->max_freed(h, seq.seen, s.n_tokens));
       }
   }
   return needed;
@@ -133,7 +148,6 @@ void PagedKVCache::begin_step(const std::vector<StepSequence>& step) {
 
 HeadStep PagedKVCache::head_step(const StepEntry& e, int64_t layer, int64_t g, const float* logits) const {
   return HeadStep{.head = e.seq->heads[layer * n_kv_ + g],
-                  .sequence = e.seq->id,
                   .layer = layer,
                   .kv_head = g,
                   .first_pos = e.seq->seen,

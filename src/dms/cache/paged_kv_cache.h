@@ -69,7 +69,8 @@ struct SequenceStats {
   int64_t tokens_seen = 0;
   int64_t live_slots = 0;     // summed over layers and KV heads
   int64_t blocks = 0;         // summed over layers and KV heads
-  int64_t bytes_held = 0;     // K and V in those blocks
+  int64_t shared_blocks = 0;  // of those, blocks another sequence holds too (fork_sequence)
+  int64_t bytes_held = 0;     // K and V in those blocks, shared ones included
   int64_t dense_bytes = 0;    // K and V a dense cache holds for tokens_seen tokens
   double compression_ratio = 1;   // mean over (layer, KV head) of tokens seen / keys stored
   double memory_ratio = 1;        // tokens seen * layers * KV heads / live_slots: dense keys over keys held
@@ -80,9 +81,10 @@ struct CacheStats {
   int64_t sequences = 0;
   int64_t tokens_seen = 0;    // summed over sequences
   int64_t live_slots = 0;
-  int64_t blocks_used = 0;
-  int64_t bytes_held = 0;
-  int64_t dense_bytes = 0;
+  int64_t blocks_used = 0;    // summed over the pools; a shared block counts once
+  int64_t bytes_held = 0;     // K and V in those blocks
+  int64_t dense_bytes = 0;    // K and V a dense cache holds for the sequences, each on its own
+  int64_t shared_bytes_saved = 0;  // the sequences' bytes_held summed, less bytes_held
   int64_t pool_bytes = 0;     // K and V the pools can hold in all
   // dms-spec section 2: tokens seen / tokens stored, averaged over layers and (sequence, KV
   // head) pairs; sequences that have seen no token yet are left out.
@@ -101,6 +103,10 @@ class PagedKVCache : public AttentionBackend {
                                       int64_t bytes);
 
   SequenceId add_sequence();
+  // A new sequence with `parent`'s history: it shares every block with the parent (no copy, no
+  // new memory) and from now on decides, evicts and grows on its own; a block is copied when
+  // one of its holders first writes into it. Not during a step.
+  SequenceId fork_sequence(SequenceId parent);
   // Gives every block of the sequence back. Not during a step.
   void remove_sequence(SequenceId id);
   bool contains(SequenceId id) const { return sequences_.count(id) != 0; }

@@ -12,11 +12,10 @@ namespace dms {
 namespace {
 
 // A uniform number in [0, 1) from the identity of a key (splitmix64 finaliser over the fields):
-// the same key gets the same draw whatever the batch, thread or step split.
-double key_uniform(uint64_t seed, int64_t sequence, int64_t layer, int64_t head, int64_t pos) {
+// the same key gets the same draw whatever the sequence, batch, thread or step split.
+double key_uniform(uint64_t seed, int64_t layer, int64_t head, int64_t pos) {
   uint64_t x = seed;
-  for (uint64_t v : {static_cast<uint64_t>(sequence), static_cast<uint64_t>(layer), static_cast<uint64_t>(head),
-                     static_cast<uint64_t>(pos)}) {
+  for (uint64_t v : {static_cast<uint64_t>(layer), static_cast<uint64_t>(head), static_cast<uint64_t>(pos)}) {
     x ^= v + 0x9e3779b97f4a7c15ULL + (x << 6) + (x >> 2);
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
@@ -44,7 +43,7 @@ class DmsPolicy : public EvictionPolicy {
     for (int64_t t = 0; t < step.n_new; ++t) {
       const int64_t key = step.first_pos + t - 1;  // decided by token key + 1
       if (key < 0) continue;
-      const bool evict = forced ? key_uniform(o_.seed, step.sequence, step.layer, step.kv_head, key) < o_.forced_fraction
+      const bool evict = forced ? key_uniform(o_.seed, step.layer, step.kv_head, key) < o_.forced_fraction
                                 : step.logits[t * step.logit_stride] > 0.0f;
       if (!evict) continue;
       const int32_t evict_at = static_cast<int32_t>(key + o_.window + 1);
@@ -58,6 +57,10 @@ class DmsPolicy : public EvictionPolicy {
 
   int64_t max_live_after(const HeadCache& head, int64_t first_pos, int64_t n_new) const override {
     return head.live() + n_new - head.expiring_by(static_cast<int32_t>(first_pos + n_new));
+  }
+  // The keys whose window ends with the step, and the newest key, decided by the step's first token.
+  int64_t max_freed(const HeadCache& head, int64_t first_pos, int64_t n_new) const override {
+    return head.expiring_by(static_cast<int32_t>(first_pos + n_new)) + (head.newest_slot() >= 0 ? 1 : 0);
   }
 
  private:

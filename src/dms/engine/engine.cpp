@@ -19,6 +19,9 @@ struct Engine::Request {
   GenerationResult result;
   bool started = false;
   Clock::time_point start_time, first_token_time;
+  // submit_samples: the other samples, waiting for this request's prefill to end.
+  std::vector<Request*> samples;
+  Request* leader = nullptr;  // while this sample waits for that prefill
 
   Request(int64_t id, std::vector<int32_t> prompt, GenerationParams p, TextCallback cb, const Tokenizer& tok)
       : id(id), tokens(std::move(prompt)), params(std::move(p)), on_text(std::move(cb)), sampler(params.sampling),
@@ -57,8 +60,7 @@ Engine::Request& Engine::get(int64_t id) const {
   return *r;
 }
 
-int64_t Engine::submit(std::vector<int32_t> prompt, GenerationParams params, TextCallback on_text,
-                       int64_t continue_from) {
+Engine::Request& Engine::add_request(std::vector<int32_t> prompt, GenerationParams params, TextCallback on_text) {
   if (prompt.empty()) fail("prompt", "is empty (no tokens to condition on)");
   if (params.max_tokens < 1) fail("max_tokens", "must be at least 1");
   const int64_t context = model_.info.config.max_position;
@@ -68,7 +70,33 @@ int64_t Engine::submit(std::vector<int32_t> prompt, GenerationParams params, Tex
   const int64_t id = static_cast<int64_t>(requests_.size());
   requests_.push_back(std::make_unique<Request>(id, std::move(prompt), std::move(params), std::move(on_text),
                                                 *model_.tokenizer));
-  Request& r = *requests_.back();
+  return *requests_.back();
+}
+
+std::vector<int64_t> Engine::submit_samples(const std::vector<int32_t>& prompt,
+                                            const std::vector<GenerationParams>& params, TextCallback on_text) {
+  if (params.empty()) fail("samples", "must be at least 1");
+  for (const auto& p : params)  // what add_request checks besides the prompt, before any is added
+    if (p.max_tokens < 1) fail("max_tokens", "must be at least 1");
+  const size_t first = requests_.size();
+  for (const auto& p : params) add_request(prompt, p, on_text);
+  Request& leader = *requests_[first];
+  std::vector<int64_t> ids{leader.id};
+  for (size_t i = first + 1; i < requests_.size(); ++i) {
+    Request& s = *requests_[i];
+    s.leader = &leader;
+    s.result.prompt_tokens = 0;  // prefilled by the leader
+    leader.samples.push_back(&s);
+    ids.push_back(s.id);
+  }
+  leader.result.prompt_tokens = leader.pending();
+  waiting_.push_back(&leader);
+  return ids;
+}
+
+int64_t Engine::submit(std::vector<int32_t> prompt, GenerationParams params, TextCallback on_text,
+                       int64_t continue_from) {
+  Request& r = add_request(std::move(prompt), std::move(params), std::move(on_text));
   if (continue_from >= 0) {
     Request& old = get(continue_from);
     if (!old.result.finished) fail("engine", "request " + std::to_string(continue_from) + " has not finished");
@@ -86,7 +114,7 @@ int64_t Engine::submit(std::vector<int32_t> prompt, GenerationParams params, Tex
   }
   r.result.prompt_tokens = r.pending();
   (r.seq >= 0 ? running_ : waiting_).push_back(&r);
-  return id;
+  return r.id;
 }
 
 bool Engine::idle() const { return waiting_.empty() && running_.empty(); }
@@ -108,6 +136,11 @@ void Engine::abort(int64_t request) {
   Request& r = get(request);
   if (r.result.finished) return;
   waiting_.erase(std::remove(waiting_.begin(), waiting_.end(), &r), waiting_.end());
+  if (r.leader) {
+    auto& s = r.leader->samples;
+    s.erase(std::remove(s.begin(), s.end(), &r), s.end());
+    r.leader = nullptr;
+  }
   finish(r, "aborted");
   if (r.seq >= 0) cache_.remove_sequence(r.seq);
   r.seq = -1;
@@ -145,8 +178,11 @@ std::vector<Engine::Request*> Engine::schedule(std::vector<StepSequence>& step, 
 // In arrival order while the pools have room for each one's first chunk; the first always goes
 // in when nothing runs (alone and still too big, it ends with "kv cache full").
 void Engine::admit_waiting() {
-  while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < options_.max_running) {
+  while (!waiting_.empty()) {
     Request* r = waiting_.front();
+    // A prompt's samples come in together (alone, however many they are).
+    const int64_t group = 1 + static_cast<int64_t>(r->samples.size());
+    if (!running_.empty() && static_cast<int64_t>(running_.size()) + group > options_.max_running) break;
     if (!running_.empty() && !has_room_for(*r)) break;
     waiting_.erase(waiting_.begin());
     r->seq = cache_.add_sequence();
@@ -264,13 +300,42 @@ void Engine::step() {
   stats_.tokens_run += static_cast<int64_t>(ids.size());
   if (!due.empty()) {
     auto logits = model_.transformer->logits(hidden.index_select(0, at::tensor(rows, at::kLong)));
-    for (size_t i = 0; i < due.size(); ++i) sample(*due[i], logits[static_cast<int64_t>(i)]);
+    for (size_t i = 0; i < due.size(); ++i) {
+      if (!due[i]->samples.empty()) fork_samples(*due[i], logits[static_cast<int64_t>(i)]);
+      sample(*due[i], logits[static_cast<int64_t>(i)]);
+    }
   }
   const CacheStats cs = cache_.stats();
   stats_.peak_bytes_held = std::max(stats_.peak_bytes_held, cs.bytes_held);
   stats_.peak_dense_bytes = std::max(stats_.peak_dense_bytes, cs.dense_bytes);
+  stats_.peak_shared_bytes_saved = std::max(stats_.peak_shared_bytes_saved, cs.shared_bytes_saved);
   ++stats_.steps;
   stats_.seconds += seconds_between(t0, Clock::now());
+}
+
+void Engine::fork_samples(Request& leader, const at::Tensor& logits) {
+  const std::vector<Request*> samples = std::move(leader.samples);
+  leader.samples.clear();
+  for (Request* s : samples) {
+    s->leader = nullptr;
+    s->seq = cache_.fork_sequence(leader.seq);
+    s->fed = leader.fed;
+    s->started = true;
+    s->start_time = leader.start_time;
+    running_.push_back(s);
+  }
+  for (Request* s : samples) sample(*s, logits);
+}
+
+void Engine::hand_over_samples(Request& leader) {
+  if (leader.samples.empty()) return;
+  Request& next = *leader.samples.front();
+  next.samples.assign(leader.samples.begin() + 1, leader.samples.end());
+  leader.samples.clear();
+  next.leader = nullptr;
+  for (Request* s : next.samples) s->leader = &next;
+  next.result.prompt_tokens = next.pending();
+  waiting_.insert(waiting_.begin(), &next);
 }
 
 void Engine::sample(Request& r, const at::Tensor& logits) {
@@ -304,6 +369,7 @@ void Engine::finish(Request& r, const std::string& reason) {
   }
   r.result.finished = true;
   r.result.stop_reason = reason;
+  hand_over_samples(r);
   if (!r.result.tokens.empty()) r.result.generation_seconds = seconds_between(r.first_token_time, Clock::now());
   if (r.seq >= 0) {
     r.result.cache = cache_.sequence_stats(r.seq);

@@ -60,6 +60,7 @@ struct EngineStats {
   double seconds = 0;              // inside step()
   int64_t peak_bytes_held = 0;     // K and V the cache held, at its largest after a step
   int64_t peak_dense_bytes = 0;    // what a dense cache would have held for the same sequences
+  int64_t peak_shared_bytes_saved = 0;  // CacheStats::shared_bytes_saved at its largest
 };
 
 class Engine {
@@ -74,6 +75,12 @@ class Engine {
   // otherwise it starts over. Returns the request id.
   int64_t submit(std::vector<int32_t> prompt, GenerationParams params, TextCallback on_text = {},
                  int64_t continue_from = -1);
+  // Queues params.size() samples of one prompt (sample i with params[i], e.g. its own seed): the
+  // prompt is prefilled once, then the cache is forked into one sequence per sample, all sharing
+  // the prompt's blocks (PagedKVCache::fork_sequence), and each samples its first token from the
+  // same logits. Each gives what a request of its own would. Returns the request ids, in order.
+  std::vector<int64_t> submit_samples(const std::vector<int32_t>& prompt, const std::vector<GenerationParams>& params,
+                                      TextCallback on_text = {});
   bool idle() const;
   // One forward over the scheduled sequences; samples a token for each that is due one.
   void step();
@@ -102,6 +109,12 @@ class Engine {
   };
 
   Request& get(int64_t id) const;
+  Request& add_request(std::vector<int32_t> prompt, GenerationParams params, TextCallback on_text);
+  // After the leader's prefill: its waiting samples become forks of its sequence and sample
+  // from the same logits.
+  void fork_samples(Request& leader, const at::Tensor& logits);
+  // A leader that ends before its prefill did hands its waiting samples to the first of them.
+  void hand_over_samples(Request& leader);
   // The next step: its sequences (the forward's row order), their tokens, and the requests in
   // the same order.
   std::vector<Request*> schedule(std::vector<StepSequence>& step, std::vector<int32_t>& ids);

@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <map>
+#include <memory>
 
 namespace dms::serve {
 
@@ -100,30 +102,46 @@ void EngineWorker::loop() {
   }
 }
 
+// The choices of one request (jobs in a row with one channel and one prompt) are samples of
+// one prefill (Engine::submit_samples).
 void EngineWorker::start_jobs(std::vector<GenerationJob>& jobs, std::vector<Active>& active) {
-  for (GenerationJob& job : jobs) {
-    GenerationParams p;
-    p.max_tokens = job.max_tokens;
-    p.sampling = {.temperature = job.sampling.temperature,
-                  .top_k = job.sampling.top_k,
-                  .top_p = job.sampling.top_p,
-                  .min_p = job.sampling.min_p,
-                  .seed = job.sampling.seed.value_or(0)};
-    p.stop_ids = job.stop_ids;
-    p.stop_strings = job.stop_strings;
-    auto channel = job.channel;
-    const int64_t index = job.index;
+  for (size_t first = 0, end = 0; first < jobs.size(); first = end) {
+    end = first + 1;
+    while (end < jobs.size() && jobs[end].channel == jobs[first].channel && jobs[end].prompt == jobs[first].prompt)
+      ++end;
+    std::vector<GenerationParams> params;
+    for (size_t i = first; i < end; ++i) {
+      const GenerationJob& job = jobs[i];
+      GenerationParams p;
+      p.max_tokens = job.max_tokens;
+      p.sampling = {.temperature = job.sampling.temperature,
+                    .top_k = job.sampling.top_k,
+                    .top_p = job.sampling.top_p,
+                    .min_p = job.sampling.min_p,
+                    .seed = job.sampling.seed.value_or(0)};
+      p.stop_ids = job.stop_ids;
+      p.stop_strings = job.stop_strings;
+      params.push_back(std::move(p));
+    }
+    auto channel = jobs[first].channel;
+    auto index_of = std::make_shared<std::map<int64_t, int64_t>>();  // engine request -> choice
     try {
-      const int64_t id = engine_.submit(job.prompt, p, [channel, index](int64_t, const std::string& text) {
-        channel->push({index, text, std::nullopt});
-      });
-      Active a;
-      a.job = std::move(job);
-      a.request = id;
-      active.push_back(std::move(a));
+      const std::vector<int64_t> ids =
+          engine_.submit_samples(jobs[first].prompt, params, [channel, index_of](int64_t id, const std::string& text) {
+            channel->push({index_of->at(id), text, std::nullopt});
+          });
+      for (size_t i = first; i < end; ++i) {
+        (*index_of)[ids[i - first]] = jobs[i].index;
+        Active a;
+        a.job = std::move(jobs[i]);
+        a.request = ids[i - first];
+        active.push_back(std::move(a));
+      }
     } catch (const std::exception& e) {
-      metrics_.finished("error");
-      job.channel->push({job.index, "", Finish{"error", e.what(), 0}});
+      for (size_t i = first; i < end; ++i) {
+        metrics_.finished("error");
+        jobs[i].channel->push({jobs[i].index, "", Finish{"error", e.what(), 0}});
+      }
     }
   }
 }
@@ -195,6 +213,7 @@ void EngineWorker::publish_stats() {
   stats_.kv_blocks_total = total;
   stats_.kv_bytes_held = cs.bytes_held;
   stats_.kv_dense_bytes = cs.dense_bytes;
+  stats_.kv_shared_bytes_saved = cs.shared_bytes_saved;
   stats_.kv_bytes_held_peak = std::max(stats_.kv_bytes_held_peak, cs.bytes_held);
   stats_.preemptions = engine_.stats().preemptions;
 }

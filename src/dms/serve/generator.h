@@ -65,6 +65,7 @@ struct GeneratorStats {
   int64_t running = 0, waiting = 0;
   int64_t kv_blocks_used = 0, kv_blocks_total = 0;
   int64_t kv_bytes_held = 0, kv_dense_bytes = 0, kv_bytes_held_peak = 0;
+  int64_t kv_shared_bytes_saved = 0;  // CacheStats::shared_bytes_saved
   int64_t preemptions = 0;
 };
 

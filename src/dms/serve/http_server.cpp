@@ -144,7 +144,7 @@ void HttpServer::Impl::completion(const httplib::Request& req, httplib::Response
       throw ApiError(503, "the server is busy: its queue is full; retry later");
     case Generator::Admission::ShuttingDown: throw ApiError(503, "the server is shutting down");
   }
-  metrics.received(r.n, r.n * s->usage.prompt_tokens);
+  metrics.received(r.n, s->usage.prompt_tokens);  // the choices share one prefill
   if (r.stream)
     respond_stream(res, s);
   else

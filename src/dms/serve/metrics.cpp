@@ -129,6 +129,9 @@ std::string ServeMetrics::render(const GeneratorStats& e) const {
   metric(out, "dms_kv_dense_bytes", "gauge", "Bytes a dense cache would hold for the same sequences.",
          e.kv_dense_bytes);
   metric(out, "dms_kv_bytes_held_peak", "gauge", "Largest dms_kv_bytes_held since start.", e.kv_bytes_held_peak);
+  metric(out, "dms_kv_shared_bytes_saved", "gauge",
+         "Bytes the sequences hold in blocks shared with others beyond one copy (the choices of one prompt).",
+         e.kv_shared_bytes_saved);
   metric(out, "dms_evicted_keys_total", "counter", "Keys evicted, counted when their sequence ends.", evicted_keys_);
   metric(out, "dms_preemptions_total", "counter", "Sequences preempted for memory (prefilled again later).",
          e.preemptions);

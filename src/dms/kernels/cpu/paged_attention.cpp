@@ -29,9 +29,11 @@ constexpr int64_t kStepTile = 32;
 constexpr int64_t kBlasMinQueries = 16;
 // Queries per BLAS product: bounds the score matrix at kBlasQueryTile * G * keys floats.
 constexpr int64_t kBlasQueryTile = 64;
-// An item is split over threads only in pieces of at least this many tiles, so that merging
-// the pieces stays negligible next to reading them.
-constexpr int64_t kSplitMinTiles = 8;
+// A decode item's tiles are cut into pieces of this many, run on any thread and merged in
+// order. The cut depends on the item alone, never on the batch or the thread count, so a
+// sequence's attention comes out the same bits in any batch (forked samples give what runs
+// of their own give); merging a piece costs about 1/500 of reading it.
+constexpr int64_t kPieceTiles = 16;
 
 struct Shape {
   int64_t n_heads, n_kv, group, dim, block_size;
@@ -414,11 +416,7 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
   auto out = at::empty({q.size(0), shape.n_heads, D}, at::kFloat);
   float* od = out.data_ptr<float>();
 
-  // Split long decode items so that a small batch still keeps every thread busy.
-  int64_t tiled_tiles = 0;
-  for (const auto& it : items)
-    if (it.n_queries < kBlasMinQueries) tiled_tiles += kernel.tiles(it);
-  const int64_t target_units = 4 * at::get_num_threads();
+  // Long decode items in pieces, so that a small batch still keeps every thread busy.
   std::vector<Unit> units;
   std::vector<std::pair<int64_t, int64_t>> item_units(items.size());  // first unit, count
   for (size_t i = 0; i < items.size(); ++i) {
@@ -428,10 +426,8 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
     if (it.n_queries >= kBlasMinQueries) {
       units.push_back({static_cast<int64_t>(i), 0, n_tiles, true, n_tiles * it.n_queries});
     } else {
-      const int64_t wanted = (target_units * n_tiles + tiled_tiles - 1) / std::max<int64_t>(tiled_tiles, 1);
-      const int64_t parts = std::clamp<int64_t>(wanted, 1, std::max<int64_t>(1, n_tiles / kSplitMinTiles));
-      for (int64_t p = 0; p < parts; ++p) {
-        const int64_t b = n_tiles * p / parts, e = n_tiles * (p + 1) / parts;
+      for (int64_t b = 0; b < std::max<int64_t>(n_tiles, 1); b += kPieceTiles) {
+        const int64_t e = std::min(n_tiles, b + kPieceTiles);
         units.push_back({static_cast<int64_t>(i), b, e, false, (e - b) * it.n_queries});
       }
     }
