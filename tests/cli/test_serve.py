@@ -221,10 +221,11 @@ class ServeTest(unittest.TestCase):
         self.assertEqual(r.usage.completion_tokens, 48)
         # Three 16-token samples at temperature 1 that all agree would mean one seed for all.
         self.assertGreater(len({c.text for c in r.choices}), 1)
-        # The choices share one prefill; each is what its seed gives in a run of its own.
+        # The choices share one prefill; each is what its seed gives in a run of its own (prefilled
+        # in the server's chunks, so that the same rows go through the same kernels).
         for c in r.choices:
-            ref = dms_ok("generate", "--temperature", "1.0", "--seed", str(7 + c.index), "--max-tokens", "16",
-                         "--ignore-eos", "--threads", "2", STORY)
+            ref = dms_ok("generate", "--temperature", "1.0", "--top-p", "1", "--min-p", "0", "--seed", str(7 + c.index),
+                         "--max-tokens", "16", "--ignore-eos", "--step-tokens", "16", "--threads", "2", STORY)
             self.assertEqual(c.text, ref.stdout[:-1], c.index)  # generate ends its output with one newline
         streamed = {}
         for c in self.client.completions.create(model=NAME, prompt=STORY, max_tokens=16, temperature=1.0, n=3,
