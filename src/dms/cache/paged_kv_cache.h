@@ -11,6 +11,7 @@
 //   auto hidden = model.forward(tokens, cache.step_positions(), cache);   // calls attend per layer
 //   cache.end_step();                          // stores what the policy kept, frees the rest
 //   cache.remove_sequence(a);                  // every block back to the pools
+//   SequenceId c = cache.fork_sequence(b);     // b's history, sharing b's blocks (copied on write)
 //
 // If the forward throws, abort_step() forgets the step and leaves the cache as it was.
 #pragma once
