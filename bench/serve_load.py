@@ -4,12 +4,15 @@ For each concurrency level C, exactly C clients each send one streaming request,
 last chunk, and send the next (closed loop), until the level's request count or duration is
 reached. Prompts are long (default 2-4K tokens), pseudo-random English-like text seeded per
 request, so runs are reproducible, every server sees the same prompts, and no two prompts share a
-prefix (no prefix or prompt cache can help). Per level it reports:
+prefix (no prefix or prompt cache can help), unless --shared-prefix-tokens puts the same text of
+that length before each (a system message with --endpoint chat): the workload a prefix cache is
+for. Per level it reports:
 
   TTFT   time from sending the request to its first non-empty streamed chunk
   TPOT   per request, (end-to-end - TTFT) / (output tokens - 1)
   ITL    every gap between consecutive non-empty streamed chunks
   (each as p50/p90/p99), output and prompt tokens/s and requests/s over the level's wall time,
+  the prompt tokens the server's usage says it took from its cache (prompt_tokens_details),
   errors, and the peaks of the server's GET /metrics gauges, polled during the level: for dms
   serve dms_kv_bytes_held, dms_kv_dense_bytes, dms_kv_blocks_used/_total,
   dms_requests_running/_waiting, and what the level added to dms_preemptions_total; for
@@ -230,6 +233,7 @@ class Bench:
                                   timeout=args.request_timeout)
         self.scraper = Scraper(self.http, "/metrics", args.metrics_interval) if args.metrics_interval > 0 else None
         self.tokens_per_word = None
+        self.shared = None  # the text every prompt starts with (--shared-prefix-tokens)
 
     def body(self, prompt, max_tokens, stream):
         a = self.args
@@ -242,9 +246,10 @@ class Bench:
         if a.seed is not None and a.temperature > 0:
             kw["seed"] = a.seed
         if a.endpoint == "chat":
-            kw["messages"] = [{"role": "user", "content": prompt}]
+            kw["messages"] = ([{"role": "system", "content": self.shared}] if self.shared else []) + [
+                {"role": "user", "content": prompt}]
         else:
-            kw["prompt"] = prompt
+            kw["prompt"] = self.shared + "\n\n" + prompt if self.shared else prompt
         return kw, extra
 
     async def calibrate(self):
@@ -260,6 +265,9 @@ class Bench:
         else:
             self.tokens_per_word = 1.3
             print("calibration: no usage in the response; assuming 1.3 tokens per word", file=sys.stderr)
+        if self.args.shared_prefix_tokens > 0:
+            self.shared = make_prompt(f"{self.args.seed}-shared",
+                                      max(1, round(self.args.shared_prefix_tokens / self.tokens_per_word)))
 
     def prompt_for(self, c, i):
         rng = random.Random(f"{self.args.seed}-{c}-{i}-length")
@@ -299,6 +307,7 @@ class Bench:
         rec.update(ok=True, first=chunks[0], ttft=chunks[0] - t0, output_tokens=tokens,
                    tokens_from_usage=bool(usage and usage.completion_tokens),
                    prompt_tokens=usage.prompt_tokens if usage else None,
+                   cached_tokens=getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None),
                    tpot=(t1 - chunks[0]) / (tokens - 1) if tokens > 1 else None,
                    itl=[b - a for a, b in zip(chunks, chunks[1:])])
         return rec
@@ -355,8 +364,10 @@ def summarize(recs, c, wall):
         "output_tokens_per_s": out_tokens / wall,
         # Prefill work done per second: most of the work with long prompts.
         "prompt_tokens_per_s": sum(r["prompt_tokens"] or 0 for r in ok) / wall,
+        "total_prompt_tokens": sum(r["prompt_tokens"] or 0 for r in ok),
         "requests_per_s": len(ok) / wall,
         "prompt_tokens": stats(prompt),
+        "cached_prompt_tokens": sum(r.get("cached_tokens") or 0 for r in ok),
         "output_tokens_per_request": stats([r["output_tokens"] for r in ok]),
         "tokens_from_usage": all(r["tokens_from_usage"] for r in ok) if ok else None,
         "ttft_s": stats([r["ttft"] for r in ok]),
@@ -395,7 +406,7 @@ def print_table(doc):
     head = (f"{'C':>3} {'ok':>4} {'err':>3} {'out tok/s':>9} {'prompt tok/s':>12} {'req/s':>6} {'prompt':>6} "
             f"{'out':>5} {'TTFT p50/p90/p99 s':>20} {'TPOT p50/p90/p99 ms':>21} {'ITL p50/p99 ms':>15} "
             f"{'run peak/mean':>13} {'streams':>7} {'wait':>4} {'preempt':>7} {'KV held MiB':>11} {'dense MiB':>9} "
-            f"{'blocks %':>8}")
+            f"{'blocks %':>8} {'cached %':>8}")
     print(f"{doc['label']}  ({doc['cpu']}; {doc['settings']['endpoint']}, max_tokens {doc['settings']['max_tokens']})")
     print(head)
     for lv in doc["levels"]:
@@ -411,7 +422,8 @@ def print_table(doc):
               f"{fmt(lv['peak_running']) + '/' + fmt(lv['mean_running'], 1, 1):>13} {lv['client_peak_streaming']:>7} "
               f"{fmt(lv['peak_waiting']):>4} {fmt(lv['preemptions']):>7} "
               f"{fmt(lv['peak_kv_bytes_held'], mib, 1):>11} {fmt(lv['peak_kv_dense_bytes'], mib, 1):>9} "
-              f"{fmt(blocks, 100, 0):>8}")
+              f"{fmt(blocks, 100, 0):>8} "
+              f"{fmt(lv['cached_prompt_tokens'] / lv['total_prompt_tokens'] if lv['total_prompt_tokens'] else None, 100, 0):>8}")
     for lv in doc["levels"]:
         for e in lv["error_samples"]:
             print(f"  C={lv['concurrency']} error: {e}")
@@ -444,7 +456,8 @@ async def main_async(args):
             "tokens_per_word": bench.tokens_per_word,
             "settings": {k: getattr(args, k) for k in (
                 "endpoint", "concurrency", "requests", "requests_per_client", "duration", "prompt_tokens",
-                "max_tokens", "temperature", "top_p", "ignore_eos", "seed", "metrics_interval")},
+                "max_tokens", "temperature", "top_p", "ignore_eos", "seed", "metrics_interval",
+                "shared_prefix_tokens")},
             "levels": [],
         }
         for c in args.concurrency:
@@ -480,6 +493,9 @@ def main():
                    help="seconds per level after which no new request starts (0: no limit)")
     p.add_argument("--prompt-tokens", type=parse_range, default=(2048, 4096),
                    help="prompt length range MIN:MAX (or one value) in tokens, drawn per request")
+    p.add_argument("--shared-prefix-tokens", type=int, default=0,
+                   help="every prompt starts with the same text of about N tokens (the system message with "
+                        "--endpoint chat); --prompt-tokens is then the length of what follows")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     p.add_argument("--top-p", type=float)

@@ -1,6 +1,6 @@
 // The batched engine on the default model: every request's greedy tokens equal a plain
 // single-sequence decode over the dense cache (test_model_fixtures' greedy), whatever the
-// batching, the order of arrival, preemption for lack of blocks, or a continued conversation.
+// batching, the order of arrival, preemption for lack of blocks, or the prefix cache.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -89,30 +89,6 @@ TEST(Engine, ASequenceThatCannotFitEndsCleanly) {
   const int64_t small = engine.submit(prompt(m, "Hi"), greedy_params(2));
   engine.run();
   EXPECT_EQ(as_int64(engine.result(small).tokens), greedy(*m.transformer, as_int64(prompt(m, "Hi")), 2));
-}
-
-TEST(Engine, ContinuedConversationPrefillsOnlyTheNewTokens) {
-  const Model& m = default_model();
-  auto cache = dense_cache(m, 64);
-  Engine engine(m, *cache);
-  GenerationParams p = greedy_params(6);
-  p.keep_cache = true;
-  const std::vector<int32_t> first = prompt(m, kPrompts[0]);
-  const int64_t a = engine.submit(first, p);
-  engine.run();
-  // The next turn: the whole history so far plus new text.
-  std::vector<int32_t> second = first;
-  const auto& reply = engine.result(a).tokens;
-  second.insert(second.end(), reply.begin(), reply.end());
-  const auto more = prompt(m, " And the capital of Italy is");
-  second.insert(second.end(), more.begin(), more.end());
-  const int64_t b = engine.submit(second, p, {}, a);
-  engine.run();
-  // The last sampled token of turn one was never run, so it is prefilled with the new text.
-  EXPECT_EQ(engine.result(b).prompt_tokens, static_cast<int64_t>(more.size()) + 1);
-  EXPECT_EQ(as_int64(engine.result(b).tokens), greedy(*m.transformer, as_int64(second), 6));
-  engine.release(b);
-  EXPECT_EQ(cache->stats().blocks_used, 0);
 }
 
 TEST(Engine, StopTokensAndStopStringsEndRequests) {
@@ -255,6 +231,117 @@ TEST(Engine, SamplesOfAnAbortedLeaderGoOn) {
     EXPECT_EQ(engine.result(requests[i]).tokens, run_alone(m, "dense", {}, ids, params[i], nullptr)) << i;
   EXPECT_EQ(engine.stats().tokens_run, 8 + static_cast<int64_t>(ids.size()) + 2 * 5);
   EXPECT_EQ(cache.stats().blocks_used, 0);
+}
+
+PolicyOptions prefix_test_options() {
+  PolicyOptions o;
+  o.dms = {.window = 4, .forced_fraction = 0.5};
+  o.budget.tokens = 16;
+  return o;
+}
+
+// A conversation's next turn forks the state the last turn ended with and runs only the new
+// tokens (and the last sampled one, never run); it gives what running the whole history gives.
+TEST(Engine, PrefixCacheContinuesAConversation) {
+  const Model& m = default_model();
+  const PolicyOptions o = prefix_test_options();
+  for (const std::string& policy : policy_names()) {
+    SCOPED_TRACE(policy);
+    PagedKVCache cache(m.info.config, PagedCacheOptions{at::kFloat, 4, 256}, make_policy(policy, o));
+    Engine engine(m, cache, EngineOptions{.prefix_cache = true});
+    const std::vector<int32_t> first = prompt(m, kPrompts[0]);
+    const int64_t a = engine.submit(first, greedy_params(6));
+    engine.run();
+    std::vector<int32_t> second = first;
+    const auto& reply = engine.result(a).tokens;
+    second.insert(second.end(), reply.begin(), reply.end());
+    const auto more = prompt(m, " And the capital of Italy is");
+    second.insert(second.end(), more.begin(), more.end());
+    const int64_t b = engine.submit(second, greedy_params(6));
+    engine.run();
+    const GenerationResult& r = engine.result(b);
+    EXPECT_EQ(r.cached_tokens, static_cast<int64_t>(first.size() + reply.size()) - 1);
+    EXPECT_EQ(r.prompt_tokens, static_cast<int64_t>(more.size()) + 1);
+    EXPECT_EQ(r.tokens, run_alone(m, policy, o, second, greedy_params(6), nullptr));
+    if (policy == "dense") EXPECT_EQ(as_int64(r.tokens), greedy(*m.transformer, as_int64(second), 6));
+    EXPECT_GT(cache.stats().blocks_used, 0) << "the prefixes stay in the cache";
+    engine.clear_prefix_cache();
+    EXPECT_EQ(engine.prefix_entries(), 0);
+    EXPECT_EQ(cache.stats().blocks_used, 0);
+  }
+}
+
+// A prompt seen before runs nothing: its state and next-token logits were kept, so its samples
+// are drawn at once and are what the same seeds give on a prompt run anew.
+TEST(Engine, PrefixCacheServesARepeatedPromptWithoutRunningIt) {
+  const Model& m = default_model();
+  const PolicyOptions o = prefix_test_options();
+  const auto ids = prompt(m, kPrompts[2]);
+  const auto params = sampled_params(3, 6);
+  for (const std::string& policy : {std::string("dense"), std::string("dms")}) {
+    SCOPED_TRACE(policy);
+    PagedKVCache cache(m.info.config, PagedCacheOptions{at::kFloat, 4, 256}, make_policy(policy, o));
+    Engine engine(m, cache, EngineOptions{.prefix_cache = true});
+    const int64_t a = engine.submit(ids, greedy_params(5));
+    engine.run();
+    const int64_t tokens_before = engine.stats().tokens_run;
+    const int64_t b = engine.submit(ids, greedy_params(5));
+    const auto samples = engine.submit_samples(ids, params);
+    engine.run();
+    EXPECT_EQ(engine.result(b).prompt_tokens, 0);
+    EXPECT_EQ(engine.result(b).cached_tokens, static_cast<int64_t>(ids.size()));
+    EXPECT_EQ(engine.result(b).tokens, engine.result(a).tokens);
+    for (size_t i = 0; i < samples.size(); ++i) {
+      EXPECT_EQ(engine.result(samples[i]).prompt_tokens, 0);
+      EXPECT_EQ(engine.result(samples[i]).tokens, run_alone(m, policy, o, ids, params[i], nullptr)) << i;
+    }
+    EXPECT_EQ(engine.stats().tokens_run - tokens_before, 4 + 3 * 5) << "only the sampled tokens ran";
+    EXPECT_EQ(engine.stats().prefix_hit_tokens, 2 * static_cast<int64_t>(ids.size()));
+  }
+}
+
+// A prompt's state is kept at the end of each prefill chunk: a request sharing only the start
+// of an earlier prompt forks the longest such state inside what they share.
+TEST(Engine, PrefixCacheReusesTheChunksOfAnEarlierPrompt) {
+  const Model& m = default_model();
+  const PolicyOptions o = prefix_test_options();
+  const auto first = prompt(m, kPrompts[2]);
+  ASSERT_GT(first.size(), 17u);
+  std::vector<int32_t> second(first.begin(), first.begin() + 17);
+  const auto tail = prompt(m, " built a boat");
+  second.insert(second.end(), tail.begin(), tail.end());
+  for (const std::string& policy : policy_names()) {
+    SCOPED_TRACE(policy);
+    PagedKVCache cache(m.info.config, PagedCacheOptions{at::kFloat, 4, 256}, make_policy(policy, o));
+    Engine engine(m, cache, EngineOptions{.max_step_tokens = 8, .prefix_cache = true});
+    engine.submit(first, greedy_params(3));
+    engine.run();
+    const int64_t b = engine.submit(second, greedy_params(6));
+    engine.run();
+    EXPECT_EQ(engine.result(b).cached_tokens, 16) << "chunks of 8: the states after 8 and 16 tokens";
+    EXPECT_EQ(engine.result(b).tokens, run_alone(m, policy, o, second, greedy_params(6), nullptr));
+    if (policy == "dense") EXPECT_EQ(as_int64(engine.result(b).tokens), greedy(*m.transformer, as_int64(second), 6));
+  }
+}
+
+// Kept prefixes are only a cache: when running sequences need their blocks they are dropped,
+// and nothing is preempted while one is left.
+TEST(Engine, PrefixCacheGivesWayToRunningSequences) {
+  const Model& m = default_model();
+  const int64_t heads = m.info.config.n_kv_heads;
+  auto cache = dense_cache(m, 7 * heads);  // 7 blocks of 16 keys per KV head
+  Engine engine(m, *cache, EngineOptions{.prefix_cache = true});
+  engine.submit(prompt(m, kPrompts[3]), greedy_params(20));
+  engine.run();
+  ASSERT_GT(engine.prefix_entries(), 0);
+  // Two sequences of 3 blocks per head each fit only in the blocks the prefixes hold.
+  std::vector<int64_t> ids;
+  for (int i : {1, 2}) ids.push_back(engine.submit(prompt(m, kPrompts[i]), greedy_params(28)));
+  engine.run();
+  for (int i : {0, 1})
+    EXPECT_EQ(as_int64(engine.result(ids[i]).tokens), greedy(*m.transformer, as_int64(prompt(m, kPrompts[i + 1])), 28));
+  EXPECT_GT(engine.stats().prefix_evictions, 0);
+  EXPECT_EQ(engine.stats().preemptions, 0);
 }
 
 TEST(Engine, BadRequestsAreRefused) {

@@ -87,6 +87,42 @@ TEST_P(PagedTinyModel, NoEvictionMatchesTransformersAloneAndBatched) {
   }
 }
 
+// The prefix cache's path: a prompt's state forked after a chunk (two forks, as two requests
+// that share its start) goes on from there to transformers' logits of the whole prompt, and the
+// parent it shares blocks with stays as it was.
+TEST_P(PagedTinyModel, AForkedPrefixGoesOnToTransformersLogits) {
+  const Transformer model = load_hf_model(fixture_path(GetParam()), at::kFloat);
+  const Reference ref(GetParam() + ".ref.safetensors");
+  const auto prompt = ref.ids("prompt.3");
+  const at::Tensor expected = ref.tensor("logits.3");
+  const size_t k = 77;  // not a block boundary: the forks copy the last block before writing
+  ASSERT_GT(prompt.size(), k + 20);
+  for (const char* policy : {"dense", "dms"}) {
+    SCOPED_TRACE(policy);
+    PolicyOptions po;
+    po.dms.forced_fraction = 0;  // the tiny checkpoints have no decision heads
+    PagedKVCache cache(model.config(), {at::kFloat, 16, 512}, make_policy(policy, po));
+    const SequenceId parent = cache.add_sequence();
+    const at::Tensor head = run_paged(model, cache, {{parent, slice(prompt, 0, k)}})[0];
+    const SequenceId a = cache.fork_sequence(parent), b = cache.fork_sequence(parent);
+    const at::Tensor a_rest = run_paged(model, cache, {{a, slice(prompt, k, prompt.size())}})[0];
+    // b one token at a time, its first beside the parent's own next token; then the parent goes
+    // and the forks hold its blocks on their own.
+    const auto first = run_paged(model, cache, {{b, {prompt[k]}}, {parent, {prompt[k]}}});
+    expect_logits_near(first[1], expected.narrow(0, static_cast<int64_t>(k), 1), kFp32Rel, GetParam() + " parent");
+    cache.remove_sequence(parent);
+    std::vector<at::Tensor> b_rest{first[0]};
+    for (size_t t = k + 1; t < prompt.size(); ++t) b_rest.push_back(run_paged(model, cache, {{b, {prompt[t]}}})[0]);
+    const int64_t rest = static_cast<int64_t>(prompt.size() - k);
+    expect_logits_near(head, expected.narrow(0, 0, static_cast<int64_t>(k)), kFp32Rel, GetParam() + " prefix");
+    expect_logits_near(a_rest, expected.narrow(0, static_cast<int64_t>(k), rest), kFp32Rel, GetParam() + " fork a");
+    expect_logits_near(at::cat(b_rest), expected.narrow(0, static_cast<int64_t>(k), rest), kFp32Rel,
+                       GetParam() + " fork b");
+    for (SequenceId id : {a, b}) cache.remove_sequence(id);
+    EXPECT_EQ(cache.stats().blocks_used, 0);
+  }
+}
+
 TEST_P(PagedTinyModel, Bf16KeysStayWithinRounding) {
   const Transformer model = load_hf_model(fixture_path(GetParam()), at::kFloat);
   const Reference ref(GetParam() + ".ref.safetensors");

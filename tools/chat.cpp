@@ -12,23 +12,25 @@ int run_chat(int argc, char** argv) {
   Args args("chat", "[options]",
             "An interactive conversation: each line on standard input is a user turn, answered through the\n"
             "model's chat template. '/reset' starts over, '/exit' or end of input ends. The conversation\n"
-            "stays in the KV cache between turns, so each turn processes only its new tokens.");
+            "stays in the KV cache's prefix cache between turns, so each turn processes only its new tokens.");
   add_model_options(args, ShippedAdapter::Apply);
   add_generation_options(args);
   add_cache_options(args);
   args.option("system", "TEXT", "system message (the template's default when absent)")
-      .flag("stats", "print speed and KV cache size after each reply");
+      .flag("stats", "print speed and KV cache size after each reply")
+      .flag("no-prefix-cache", "run the whole conversation again each turn");
   if (!args.parse(argc, argv)) return 0;
 
   Model model = load_model_from_args(args, ShippedAdapter::Apply);
   GenerationParams params = generation_params_from_args(args, model);
   for (const auto& s : model.chat_template.stop_strings()) params.stop_strings.push_back(s);
-  params.keep_cache = true;
   auto cache = make_cache_from_args(args, model, 1, model.info.config.max_position);
-  Engine engine(model, *cache);
+  EngineOptions eo;
+  eo.prefix_cache = !args.has("no-prefix-cache");
+  Engine engine(model, *cache, eo);
 
   std::vector<ChatMessage> messages;
-  int64_t previous = -1;  // the last turn's request, whose cache holds the conversation
+  int64_t previous = -1;  // the last turn's request
   auto start = [&] {
     messages.clear();
     if (args.has("system")) messages.push_back({"system", args.str("system")});
@@ -51,8 +53,9 @@ int run_chat(int argc, char** argv) {
     const int64_t id = engine.submit(ids, params, [](int64_t, const std::string& text) {
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
-    }, previous);
+    });
     engine.run();
+    if (previous >= 0) engine.release(previous);
     previous = id;
     const GenerationResult& r = engine.result(id);
     std::fputc('\n', stdout);

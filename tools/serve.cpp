@@ -45,6 +45,7 @@ int run_serve(int argc, char** argv) {
       .option("max-running", "N", "most sequences in the cache at once", "64")
       .option("max-queue", "N", "most sequences waiting for the cache; more get 503", "256")
       .option("step-tokens", "N", "most tokens in one forward (prefill chunk size)", "512")
+      .flag("no-prefix-cache", "prefill every request's whole prompt (no reuse of earlier requests' keys)")
       .option("max-body", "BYTES", "largest request body; larger get 413", "4MiB")
       .option("shutdown-grace", "SECONDS", "after SIGINT/SIGTERM, how long running requests may go on", "10");
   if (!args.parse(argc, argv)) return 0;
@@ -68,6 +69,7 @@ int run_serve(int argc, char** argv) {
   EngineOptions eo;
   eo.max_running = args.at_least("max-running", 1);
   eo.max_step_tokens = args.at_least("step-tokens", 1);
+  eo.prefix_cache = !args.has("no-prefix-cache");
   const int64_t max_queue = args.at_least("max-queue", 0);
   so.max_body_bytes = parse_bytes(args.str("max-body"), "--max-body");
   so.max_n = std::min<int64_t>(16, eo.max_running + max_queue);

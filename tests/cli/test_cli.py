@@ -274,6 +274,13 @@ class Chat(unittest.TestCase):
         whole = len(tok(Reference.chat_prompt(conv), add_special_tokens=False).input_ids)
         self.assertEqual(len(prefilled), 2)
         self.assertLess(prefilled[1], whole // 2)
+        # Without the prefix cache the second turn runs the whole conversation, to the same reply.
+        r = dms("chat", *DENSE, "--max-tokens", "24", "--stats", "--no-prefix-cache", stdin=f"{first}\n{second}\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, f"{reply1}\n{reply2}\n")
+        prefilled = [int(line.split("prompt: ")[1].split(" tokens")[0]) for line in r.stderr.splitlines()
+                     if line.startswith("[prompt: ")]
+        self.assertEqual(prefilled[1], whole)
 
 
 if __name__ == "__main__":

@@ -233,6 +233,30 @@ class ServeTest(unittest.TestCase):
             streamed[c.choices[0].index] = streamed.get(c.choices[0].index, "") + c.choices[0].text
         self.assertEqual(streamed, {c.index: c.text for c in r.choices})
 
+    def test_a_repeated_prefix_is_not_run_again(self):
+        system = "You are a careful assistant. Answer in one short sentence, and name the country. " * 3
+        ask = lambda q: self.client.chat.completions.create(  # noqa: E731
+            model=NAME, messages=[{"role": "system", "content": system}, {"role": "user", "content": q}],
+            max_tokens=12, temperature=0)
+        before = self.server.metrics()
+        first = ask("What is the capital of Peru?")
+        again = ask("What is the capital of Peru?")
+        other = ask("What is the capital of Chile?")
+        after = self.server.metrics()
+        # The same prompt again runs nothing and answers the same; another question on the same
+        # system message runs only from the last prefill chunk (16 tokens here) both share.
+        self.assertEqual(again.choices[0].message.content, first.choices[0].message.content)
+        self.assertEqual(again.usage.prompt_tokens_details.cached_tokens, again.usage.prompt_tokens)
+        shared = len(self.server.post("/tokenize", {"messages": [{"role": "system", "content": system}]}).json()["tokens"])
+        self.assertGreaterEqual(other.usage.prompt_tokens_details.cached_tokens, shared - 16 - 8)
+        self.assertLess(other.usage.prompt_tokens_details.cached_tokens, other.usage.prompt_tokens)
+        hits = after[("dms_prefix_cache_hit_tokens_total", "")] - before.get(("dms_prefix_cache_hit_tokens_total", ""), 0)
+        self.assertEqual(hits, sum(r.usage.prompt_tokens_details.cached_tokens for r in (first, again, other)))
+        # What a run without the cache gives.
+        ref = dms_ok("generate", "--temperature", "0", "--max-tokens", "12", "--threads", "2", "--chat",
+                     "--system", system, "What is the capital of Chile?")
+        self.assertEqual(other.choices[0].message.content, ref.stdout.rstrip("\n"))
+
     def test_stop_strings(self):
         full = self.client.completions.create(model=NAME, prompt=STORY, max_tokens=24, temperature=0).choices[0].text
         words = full.split()
@@ -263,7 +287,9 @@ class ServeTest(unittest.TestCase):
         self.assertEqual(after[("dms_requests_received_total", "")],
                          finished + after[("dms_requests_aborted_total", "")] +
                          after[("dms_requests_running", "")] + after[("dms_requests_waiting", "")])
-        self.assertEqual(after[("dms_kv_blocks_used", "")], 0)
+        # Idle, the cache holds only what the prefix cache keeps: nothing leaked.
+        self.assertGreater(after[("dms_prefix_cache_entries", "")], 0)
+        self.assertEqual(after[("dms_kv_blocks_used", "")], after[("dms_prefix_cache_blocks", "")])
         self.assertGreater(after[("dms_kv_blocks_total", "")], 0)
         self.assertGreater(after[("dms_kv_bytes_held_peak", "")], 0)
         self.assertGreater(after[("dms_evicted_keys_total", "")], 0, "the DMS adapter evicts")
@@ -368,7 +394,9 @@ class ServeTest(unittest.TestCase):
             self.assertEqual(text, alone[p], f"client {i}")
         wait_until(lambda: self.server.metrics()[("dms_requests_running", "")] == 0, what="idle")
         after = self.server.metrics()
-        self.assertEqual(after[("dms_kv_blocks_used", "")], 0)
+        # Idle, the cache holds only what the prefix cache keeps: nothing leaked.
+        self.assertGreater(after[("dms_prefix_cache_entries", "")], 0)
+        self.assertEqual(after[("dms_kv_blocks_used", "")], after[("dms_prefix_cache_blocks", "")])
         self.assertEqual(after[("dms_requests_waiting", "")], 0)
         self.assertEqual(after[("dms_requests_aborted_total", "")] - before.get(("dms_requests_aborted_total", ""), 0), 8)
         # The completed streams' tokens, and between 2 and 24 for each closed one.

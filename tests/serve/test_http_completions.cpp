@@ -49,7 +49,10 @@ TEST_F(Completions, ChatWhole) {
   EXPECT_EQ(j["choices"][0]["index"], 0);
   EXPECT_EQ(j["choices"][0]["message"], (json{{"role", "assistant"}, {"content", fake_text(0, prompt, 6)}}));
   EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
-  EXPECT_EQ(j["usage"], (json{{"prompt_tokens", prompt.size()}, {"completion_tokens", 6}, {"total_tokens", prompt.size() + 6}}));
+  EXPECT_EQ(j["usage"], (json{{"prompt_tokens", prompt.size()},
+                              {"completion_tokens", 6},
+                              {"total_tokens", prompt.size() + 6},
+                              {"prompt_tokens_details", {{"cached_tokens", 0}}}}));
 
   // What the generator was given.
   const auto jobs = fake_->submitted();
@@ -74,7 +77,10 @@ TEST_F(Completions, TextWholeFromTokenIds) {
   ASSERT_EQ(j["choices"].size(), 1u);
   EXPECT_EQ(j["choices"][0]["text"], "[0] 101 202 303 101 202");  // the ids as words, cycling
   EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
-  EXPECT_EQ(j["usage"], (json{{"prompt_tokens", 3}, {"completion_tokens", 5}, {"total_tokens", 8}}));
+  EXPECT_EQ(j["usage"], (json{{"prompt_tokens", 3},
+                              {"completion_tokens", 5},
+                              {"total_tokens", 8},
+                              {"prompt_tokens_details", {{"cached_tokens", 0}}}}));
 }
 
 TEST_F(Completions, DefaultMaxTokensIsTheRestOfTheContext) {
@@ -117,7 +123,10 @@ TEST_F(Completions, SeveralChoices) {
     EXPECT_EQ(j["choices"][i]["finish_reason"], "length");
   }
   // The prompt counts once, the choices' tokens add up.
-  EXPECT_EQ(j["usage"], (json{{"prompt_tokens", 2}, {"completion_tokens", 12}, {"total_tokens", 14}}));
+  EXPECT_EQ(j["usage"], (json{{"prompt_tokens", 2},
+                              {"completion_tokens", 12},
+                              {"total_tokens", 14},
+                              {"prompt_tokens_details", {{"cached_tokens", 0}}}}));
   // One job per choice, seeds seed, seed + 1, ... so each draws differently and repeats.
   const auto jobs = fake_->submitted();
   ASSERT_EQ(jobs.size(), 3u);
@@ -194,7 +203,8 @@ TEST_F(Completions, ChatStreamWithUsage) {
   EXPECT_EQ(usage["id"], id);
   EXPECT_EQ(usage["usage"], (json{{"prompt_tokens", prompt.size()},
                                   {"completion_tokens", 2 * max_tokens},
-                                  {"total_tokens", prompt.size() + 2 * max_tokens}}));
+                                  {"total_tokens", prompt.size() + 2 * max_tokens},
+                                  {"prompt_tokens_details", {{"cached_tokens", 0}}}}));
   EXPECT_TRUE(wait_until([&] { return server_->open_streams() == 0; }, std::chrono::seconds(5)));
 }
 

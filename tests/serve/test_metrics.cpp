@@ -102,6 +102,9 @@ TEST(ServeMetrics, RendersValidPrometheusText) {
   engine.kv_bytes_held_peak = 5 << 20;
   engine.kv_shared_bytes_saved = 1 << 20;
   engine.preemptions = 2;
+  engine.prefix_cache_hit_tokens = 640;
+  engine.prefix_cache_entries = 5;
+  engine.prefix_cache_blocks = 7;
 
   const Exposition e = parse_prometheus(m.render(engine));
   for (const auto& error : e.errors) ADD_FAILURE() << error;
@@ -127,6 +130,9 @@ TEST(ServeMetrics, RendersValidPrometheusText) {
       {"dms_kv_shared_bytes_saved", "gauge"},
       {"dms_evicted_keys_total", "counter"},
       {"dms_preemptions_total", "counter"},
+      {"dms_prefix_cache_hit_tokens_total", "counter"},
+      {"dms_prefix_cache_entries", "gauge"},
+      {"dms_prefix_cache_blocks", "gauge"},
   };
   for (const auto& [name, type] : families) {
     EXPECT_EQ(e.type.count(name) ? e.type.at(name) : "(none)", type) << name;
@@ -154,6 +160,9 @@ TEST(ServeMetrics, RendersValidPrometheusText) {
   EXPECT_EQ(e.value("dms_kv_bytes_held_peak"), 5 << 20);
   EXPECT_EQ(e.value("dms_kv_shared_bytes_saved"), 1 << 20);
   EXPECT_EQ(e.value("dms_preemptions_total"), 2);
+  EXPECT_EQ(e.value("dms_prefix_cache_hit_tokens_total"), 640);
+  EXPECT_EQ(e.value("dms_prefix_cache_entries"), 5);
+  EXPECT_EQ(e.value("dms_prefix_cache_blocks"), 7);
   EXPECT_EQ(e.value("dms_time_to_first_token_seconds_count"), 3);
   EXPECT_DOUBLE_EQ(e.value("dms_time_to_first_token_seconds_sum"), 0.02 + 0.3 + 7);
   EXPECT_EQ(e.value("dms_time_to_first_token_seconds_bucket", {{"le", "0.5"}}), 2);

@@ -31,11 +31,14 @@ TEST(Response, ChatCompletion) {
     EXPECT_TRUE(c.at("logprobs").is_null());
     EXPECT_FALSE(c.contains("text"));
   }
-  EXPECT_EQ(j.at("usage"), (json{{"prompt_tokens", 12}, {"completion_tokens", 7}, {"total_tokens", 19}}));
+  EXPECT_EQ(j.at("usage"), (json{{"prompt_tokens", 12},
+                                 {"completion_tokens", 7},
+                                 {"total_tokens", 19},
+                                 {"prompt_tokens_details", {{"cached_tokens", 0}}}}));
 }
 
 TEST(Response, TextCompletion) {
-  const json j = completion_response(Endpoint::Completions, "cmpl-9", 5, "m", {{" upon a time", ""}}, {4, 3});
+  const json j = completion_response(Endpoint::Completions, "cmpl-9", 5, "m", {{" upon a time", ""}}, {4, 3, 2});
   expect_envelope(j, "text_completion", "cmpl-9", 5);
   ASSERT_EQ(j.at("choices").size(), 1u);
   const json& c = j["choices"][0];
@@ -44,6 +47,7 @@ TEST(Response, TextCompletion) {
   EXPECT_TRUE(c.at("finish_reason").is_null());  // no reason yet is null, not ""
   EXPECT_FALSE(c.contains("message"));
   EXPECT_EQ(j.at("usage").at("total_tokens"), 7);
+  EXPECT_EQ(j.at("usage").at("prompt_tokens_details"), (json{{"cached_tokens", 2}}));
 }
 
 TEST(Response, ChatStreamChunks) {
@@ -78,7 +82,10 @@ TEST(Response, CompletionStreamChunksAndUsage) {
     const json u = usage_chunk(e, "x", 8, "m", {30, 12});
     expect_envelope(u, e == Endpoint::Chat ? "chat.completion.chunk" : "text_completion", "x", 8);
     EXPECT_EQ(u.at("choices"), json::array());
-    EXPECT_EQ(u.at("usage"), (json{{"prompt_tokens", 30}, {"completion_tokens", 12}, {"total_tokens", 42}}));
+    EXPECT_EQ(u.at("usage"), (json{{"prompt_tokens", 30},
+                                   {"completion_tokens", 12},
+                                   {"total_tokens", 42},
+                                   {"prompt_tokens_details", {{"cached_tokens", 0}}}}));
   }
 }
 

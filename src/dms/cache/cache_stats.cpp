@@ -1,6 +1,7 @@
 // PagedKVCache accounting: what each sequence and each pool holds, and how much that saves.
 #include <algorithm>
 #include <string>
+#include <unordered_map>
 
 #include "dms/cache/paged_kv_cache.h"
 #include "dms/kernels/cpu/kv_quant.h"
@@ -87,6 +88,21 @@ CacheStats PagedKVCache::stats() const {
   }
   c.shared_bytes_saved -= c.bytes_held;
   return c;
+}
+
+int64_t PagedKVCache::blocks_held_only_by(const std::vector<SequenceId>& ids) const {
+  int64_t n = 0;
+  std::unordered_map<int32_t, int32_t> held;  // block -> its holders among `ids`
+  for (int64_t l = 0; l < n_layers_; ++l) {
+    held.clear();
+    for (SequenceId id : ids) {
+      const Sequence& seq = find(id, "blocks_held_only_by");
+      for (int64_t g = 0; g < n_kv_; ++g)
+        for (int32_t b : seq.heads[l * n_kv_ + g].blocks()) ++held[b];
+    }
+    for (const auto& [b, holders] : held) n += holders == pools_[l]->holders(b) ? 1 : 0;
+  }
+  return n;
 }
 
 }  // namespace dms

@@ -142,6 +142,8 @@ class PagedKVCache : public AttentionBackend {
   int64_t tokens_seen(SequenceId id) const;
   SequenceStats sequence_stats(SequenceId id) const;
   CacheStats stats() const;
+  // Blocks (all pools) that no sequence but those of `ids` holds: what removing them would free.
+  int64_t blocks_held_only_by(const std::vector<SequenceId>& ids) const;
   // Positions of the keys (sequence, layer, KV head) keeps, ascending (e.g. for a map of what
   // each head kept).
   std::vector<int32_t> live_positions(SequenceId id, int64_t layer, int64_t kv_head) const;

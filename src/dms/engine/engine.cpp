@@ -10,6 +10,8 @@ struct Engine::Request {
   int64_t id = 0;
   std::vector<int32_t> tokens;  // the whole history: prompt and sampled tokens
   int64_t fed = 0;              // tokens of `tokens` already in the cache
+  int64_t prompt_length = 0;    // tokens.size() when submitted
+  int64_t stamp = 0;            // admission order, for the prefix cache's LRU
   SequenceId seq = -1;          // the cache's sequence, -1 when it holds none
   GenerationParams params;
   TextCallback on_text;
@@ -24,12 +26,34 @@ struct Engine::Request {
   Request* leader = nullptr;  // while this sample waits for that prefill
 
   Request(int64_t id, std::vector<int32_t> prompt, GenerationParams p, TextCallback cb, const Tokenizer& tok)
-      : id(id), tokens(std::move(prompt)), params(std::move(p)), on_text(std::move(cb)), sampler(params.sampling),
-        stops(params.stop_strings), decoder(tok) {}
+      : id(id),
+        tokens(std::move(prompt)),
+        prompt_length(static_cast<int64_t>(tokens.size())),
+        params(std::move(p)),
+        on_text(std::move(cb)),
+        sampler(params.sampling),
+        stops(params.stop_strings),
+        decoder(tok) {}
   int64_t pending() const { return static_cast<int64_t>(tokens.size()) - fed; }
 };
 
+struct Engine::Prefix {
+  std::vector<int32_t> tokens;  // the history its sequence holds
+  uint64_t hash = 0;
+  SequenceId seq = -1;
+  at::Tensor logits;  // the next token's, where a prompt ended here
+  int64_t last_used = 0;
+};
+
 namespace {
+
+// FNV-1a over the token ids, one token at a time (prefixes hash incrementally).
+constexpr uint64_t kHashSeed = 14695981039346656037ull;
+uint64_t hash_step(uint64_t h, int32_t token) {
+  const auto t = static_cast<uint32_t>(token);
+  for (int i = 0; i < 4; ++i) h = (h ^ ((t >> (8 * i)) & 0xff)) * 1099511628211ull;
+  return h;
+}
 
 double seconds_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -51,7 +75,7 @@ Engine::Engine(const Model& model, PagedKVCache& cache, EngineOptions options)
   if (options_.max_running < 1) fail("engine", "max_running must be at least 1");
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() { clear_prefix_cache(); }
 
 Engine::Request& Engine::get(int64_t id) const {
   if (id < 0 || id >= static_cast<int64_t>(requests_.size())) fail("engine", "no request " + std::to_string(id));
@@ -94,26 +118,10 @@ std::vector<int64_t> Engine::submit_samples(const std::vector<int32_t>& prompt,
   return ids;
 }
 
-int64_t Engine::submit(std::vector<int32_t> prompt, GenerationParams params, TextCallback on_text,
-                       int64_t continue_from) {
+int64_t Engine::submit(std::vector<int32_t> prompt, GenerationParams params, TextCallback on_text) {
   Request& r = add_request(std::move(prompt), std::move(params), std::move(on_text));
-  if (continue_from >= 0) {
-    Request& old = get(continue_from);
-    if (!old.result.finished) fail("engine", "request " + std::to_string(continue_from) + " has not finished");
-    if (old.seq >= 0) {
-      const bool prefix = old.fed < static_cast<int64_t>(r.tokens.size()) &&
-                          std::equal(old.tokens.begin(), old.tokens.begin() + old.fed, r.tokens.begin());
-      if (prefix) {
-        r.seq = old.seq;
-        r.fed = old.fed;
-      } else {
-        cache_.remove_sequence(old.seq);
-      }
-      old.seq = -1;
-    }
-  }
   r.result.prompt_tokens = r.pending();
-  (r.seq >= 0 ? running_ : waiting_).push_back(&r);
+  waiting_.push_back(&r);
   return r.id;
 }
 
@@ -142,8 +150,6 @@ void Engine::abort(int64_t request) {
     r.leader = nullptr;
   }
   finish(r, "aborted");
-  if (r.seq >= 0) cache_.remove_sequence(r.seq);
-  r.seq = -1;
 }
 
 void Engine::preempt(Request& r) {
@@ -175,18 +181,38 @@ std::vector<Engine::Request*> Engine::schedule(std::vector<StepSequence>& step, 
   return scheduled;
 }
 
-// In arrival order while the pools have room for each one's first chunk; the first always goes
-// in when nothing runs (alone and still too big, it ends with "kv cache full").
+// In arrival order while the pools have room for each one's first chunk (prefix-cache entries
+// make room first); the first always goes in when nothing runs (alone and still too big, it ends
+// with "kv cache full"). A request that starts with a cached prefix forks it.
 void Engine::admit_waiting() {
   while (!waiting_.empty()) {
     Request* r = waiting_.front();
     // A prompt's samples come in together (alone, however many they are).
     const int64_t group = 1 + static_cast<int64_t>(r->samples.size());
     if (!running_.empty() && static_cast<int64_t>(running_.size()) + group > options_.max_running) break;
-    if (!running_.empty() && !has_room_for(*r)) break;
+    if (!r->stamp) r->stamp = ++prefix_clock_;
+    Prefix* hit = options_.prefix_cache ? find_prefix(r->tokens, r->stamp) : nullptr;
+    const int64_t reused = hit ? static_cast<int64_t>(hit->tokens.size()) : 0;
+    if (!running_.empty() && !has_room_for(r->pending() - reused)) {
+      if (drop_prefix()) continue;
+      break;
+    }
     waiting_.erase(waiting_.begin());
-    r->seq = cache_.add_sequence();
+    r->seq = hit ? cache_.fork_sequence(hit->seq) : cache_.add_sequence();
+    r->fed = reused;
+    stats_.prefix_hit_tokens += reused;
+    if (!r->started) {
+      r->result.cached_tokens = reused;
+      r->result.prompt_tokens = r->pending();
+    }
     running_.push_back(r);
+    if (r->pending() == 0) {  // a prompt seen before: its logits were kept
+      const at::Tensor logits = hit->logits;
+      r->started = true;
+      r->start_time = Clock::now();
+      if (!r->samples.empty()) fork_samples(*r, logits);
+      sample(*r, logits);
+    }
   }
 }
 
@@ -195,15 +221,15 @@ void Engine::admit_waiting() {
 // running sequences' next shares could take (a full prefill chunk's blocks, or one block per KV
 // head for a decoder; those admitted this round included), the blocks of `r`'s first chunk.
 // Later chunks are not reserved: when they do not fit, the engine preempts.
-bool Engine::has_room_for(const Request& r) const {
+bool Engine::has_room_for(int64_t pending) const {
   const int64_t block = cache_.options().block_size, heads = cache_.n_kv_heads();
-  const auto blocks_for = [&](const Request& q) {
-    const int64_t chunk = std::min(q.pending(), options_.max_step_tokens);
+  const auto blocks_for = [&](int64_t tokens) {
+    const int64_t chunk = std::min(tokens, options_.max_step_tokens);
     return heads * ((chunk + block - 1) / block);
   };
   int64_t reserved = 0;
-  for (const Request* q : running_) reserved += blocks_for(*q);
-  const int64_t need = blocks_for(r);
+  for (const Request* q : running_) reserved += blocks_for(q->pending());
+  const int64_t need = blocks_for(pending);
   for (int64_t l = 0; l < cache_.n_layers(); ++l)
     if (cache_.pool(l).free_blocks() - reserved < need) return false;
   return true;
@@ -232,7 +258,7 @@ void Engine::share_token_budget(std::vector<Share>& shares) const {
 void Engine::fit_in_memory(std::vector<Share>& shares, std::vector<StepSequence>& step) {
   fill_step(shares, step);
   while (!shares.empty() && cache_.blocks_short(step) > 0) {
-    give_way(shares);
+    if (!drop_prefix()) give_way(shares);
     fill_step(shares, step);
   }
 }
@@ -298,8 +324,16 @@ void Engine::step() {
     }
   }
   stats_.tokens_run += static_cast<int64_t>(ids.size());
+  at::Tensor logits;
+  if (!due.empty()) logits = model_.transformer->logits(hidden.index_select(0, at::tensor(rows, at::kLong)));
+  if (options_.prefix_cache)  // each prompt's state after this chunk, with its logits at its end
+    for (Request* r : scheduled)
+      if (r->fed <= r->prompt_length) {
+        const auto d = std::find(due.begin(), due.end(), r);
+        const at::Tensor last = d == due.end() ? at::Tensor() : logits[d - due.begin()].clone();
+        keep_prefix(r->tokens, r->fed, cache_.fork_sequence(r->seq), last, r->stamp);
+      }
   if (!due.empty()) {
-    auto logits = model_.transformer->logits(hidden.index_select(0, at::tensor(rows, at::kLong)));
     for (size_t i = 0; i < due.size(); ++i) {
       if (!due[i]->samples.empty()) fork_samples(*due[i], logits[static_cast<int64_t>(i)]);
       sample(*due[i], logits[static_cast<int64_t>(i)]);
@@ -380,10 +414,83 @@ void Engine::finish(Request& r, const std::string& reason) {
     }
   }
   running_.erase(std::remove(running_.begin(), running_.end(), &r), running_.end());
-  if (!r.params.keep_cache && r.seq >= 0) {
-    cache_.remove_sequence(r.seq);
+  if (r.seq >= 0) {
+    if (options_.prefix_cache && r.fed > 0)
+      keep_prefix(r.tokens, r.fed, r.seq, {}, r.stamp);
+    else
+      cache_.remove_sequence(r.seq);
     r.seq = -1;
   }
+}
+
+Engine::Prefix* Engine::find_prefix(const std::vector<int32_t>& tokens, int64_t stamp) {
+  Prefix* best = nullptr;
+  uint64_t h = kHashSeed;
+  for (size_t n = 1; n <= tokens.size() && !prefixes_.empty(); ++n) {
+    h = hash_step(h, tokens[n - 1]);
+    const auto [a, b] = prefix_index_.equal_range(h);
+    for (auto it = a; it != b; ++it) {
+      Prefix& p = *it->second;
+      if (p.tokens.size() != n || !std::equal(p.tokens.begin(), p.tokens.end(), tokens.begin())) continue;
+      p.last_used = std::max(p.last_used, stamp);
+      if (n < tokens.size() || p.logits.defined()) best = &p;
+    }
+  }
+  return best;
+}
+
+void Engine::keep_prefix(const std::vector<int32_t>& tokens, int64_t n, SequenceId seq, at::Tensor logits,
+                         int64_t stamp) {
+  uint64_t h = kHashSeed;
+  for (int64_t i = 0; i < n; ++i) h = hash_step(h, tokens[static_cast<size_t>(i)]);
+  const auto [a, b] = prefix_index_.equal_range(h);
+  for (auto it = a; it != b; ++it) {
+    Prefix& p = *it->second;
+    if (static_cast<int64_t>(p.tokens.size()) != n || !std::equal(p.tokens.begin(), p.tokens.end(), tokens.begin()))
+      continue;
+    cache_.remove_sequence(seq);
+    p.last_used = std::max(p.last_used, stamp);
+    if (!p.logits.defined()) p.logits = std::move(logits);
+    return;
+  }
+  auto p = std::make_unique<Prefix>();
+  p->tokens.assign(tokens.begin(), tokens.begin() + n);
+  p->hash = h;
+  p->seq = seq;
+  p->logits = std::move(logits);
+  p->last_used = stamp;
+  prefix_index_.emplace(h, p.get());
+  prefixes_.push_back(std::move(p));
+}
+
+bool Engine::drop_prefix() {
+  if (prefixes_.empty()) return false;
+  auto victim = std::min_element(prefixes_.begin(), prefixes_.end(), [](const auto& x, const auto& y) {
+    return x->last_used != y->last_used ? x->last_used < y->last_used : x->tokens.size() > y->tokens.size();
+  });
+  Prefix* p = victim->get();
+  const auto [a, b] = prefix_index_.equal_range(p->hash);
+  for (auto it = a; it != b; ++it)
+    if (it->second == p) {
+      prefix_index_.erase(it);
+      break;
+    }
+  cache_.remove_sequence(p->seq);
+  prefixes_.erase(victim);
+  ++stats_.prefix_evictions;
+  return true;
+}
+
+int64_t Engine::prefix_blocks() const {
+  std::vector<SequenceId> seqs;
+  for (const auto& p : prefixes_) seqs.push_back(p->seq);
+  return cache_.blocks_held_only_by(seqs);
+}
+
+void Engine::clear_prefix_cache() {
+  for (const auto& p : prefixes_) cache_.remove_sequence(p->seq);
+  prefixes_.clear();
+  prefix_index_.clear();
 }
 
 }  // namespace dms

@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "dms/cache/paged_kv_cache.h"
@@ -29,7 +30,6 @@ struct GenerationParams {
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;          // e.g. the checkpoint's EOS ids
   std::vector<std::string> stop_strings;  // matched on the decoded text
-  bool keep_cache = false;                // keep the sequence's keys after it finishes (chat)
   bool record_kept = false;               // note which positions each head kept (kv maps)
 };
 
@@ -39,6 +39,7 @@ struct GenerationResult {
   std::string text;             // decoded, special tokens and the stop string removed
   std::string stop_reason;      // "stop token", "stop string", "max tokens", "context length", "kv cache full"
   int64_t prompt_tokens = 0;    // tokens prefilled for this request (a reused prefix excluded)
+  int64_t cached_tokens = 0;    // prompt tokens taken from the prefix cache instead
   double prompt_seconds = 0;    // from the first prefill step to the first sampled token
   double generation_seconds = 0;
   SequenceStats cache;          // the sequence's cache when it finished
@@ -49,6 +50,13 @@ struct GenerationResult {
 struct EngineOptions {
   int64_t max_step_tokens = 512;  // tokens per forward: bounds prefill chunks and activations
   int64_t max_running = 64;       // sequences holding cache at once
+  // The prefix cache: a prompt's state at the end of each prefill chunk and at its end (with the
+  // next-token logits), and each finished sequence's whole history, stay in the cache. A request
+  // whose tokens start with one of them forks it (PagedKVCache::fork_sequence, copy-on-write per
+  // KV head) and prefills only the rest; a prompt seen before samples at once. They are dropped,
+  // least recently used first (the longest of equals first), whenever the pools need room, before
+  // any running sequence is preempted.
+  bool prefix_cache = false;
 };
 
 // Totals over the engine's life, for the end-of-run report.
@@ -61,6 +69,8 @@ struct EngineStats {
   int64_t peak_bytes_held = 0;     // K and V the cache held, at its largest after a step
   int64_t peak_dense_bytes = 0;    // what a dense cache would have held for the same sequences
   int64_t peak_shared_bytes_saved = 0;  // CacheStats::shared_bytes_saved at its largest
+  int64_t prefix_hit_tokens = 0;        // tokens a request did not run because the prefix cache had them
+  int64_t prefix_evictions = 0;         // prefix-cache entries dropped to make room
 };
 
 class Engine {
@@ -70,11 +80,9 @@ class Engine {
   Engine(const Model& model, PagedKVCache& cache, EngineOptions options = {});
   ~Engine();
 
-  // Queues `prompt` (the whole token history). With `continue_from`, a finished request whose
-  // cache was kept: when its history is a prefix of `prompt` only the rest is prefilled,
-  // otherwise it starts over. Returns the request id.
-  int64_t submit(std::vector<int32_t> prompt, GenerationParams params, TextCallback on_text = {},
-                 int64_t continue_from = -1);
+  // Queues `prompt` (the whole token history: with the prefix cache, a conversation's next turn
+  // prefills only its new tokens). Returns the request id.
+  int64_t submit(std::vector<int32_t> prompt, GenerationParams params, TextCallback on_text = {});
   // Queues params.size() samples of one prompt (sample i with params[i], e.g. its own seed): the
   // prompt is prefilled once, then the cache is forked into one sequence per sample, all sharing
   // the prompt's blocks (PagedKVCache::fork_sequence), and each samples its first token from the
@@ -87,8 +95,8 @@ class Engine {
   void run();
 
   const GenerationResult& result(int64_t request) const;
-  // Forgets a finished request: its kept cache goes back to the pools and its result is gone
-  // (a server's engine lives for days; every request it ran must not stay in memory).
+  // Forgets a finished request's result (a server's engine lives for days; every request it ran
+  // must not stay in memory).
   void release(int64_t request);
   // Ends a request now, waiting or running: its blocks go back to the pools and its result says
   // "aborted" (with what it generated so far).
@@ -96,10 +104,17 @@ class Engine {
   int64_t running() const { return static_cast<int64_t>(running_.size()); }
   int64_t waiting() const { return static_cast<int64_t>(waiting_.size()); }
   const EngineStats& stats() const { return stats_; }
+  int64_t prefix_entries() const { return static_cast<int64_t>(prefixes_.size()); }
+  // Blocks (all pools) only prefix-cache entries hold: what clear_prefix_cache would free. It
+  // walks the entries' block tables.
+  int64_t prefix_blocks() const;
+  // Drops every prefix-cache entry (their blocks go back to the pools unless a sequence shares them).
+  void clear_prefix_cache();
   const PagedKVCache& cache() const { return cache_; }
 
  private:
   struct Request;
+  struct Prefix;
   using Clock = std::chrono::steady_clock;
 
   // A running request's tokens in the next step.
@@ -120,12 +135,19 @@ class Engine {
   std::vector<Request*> schedule(std::vector<StepSequence>& step, std::vector<int32_t>& ids);
   // The steps of schedule, in order.
   void admit_waiting();
-  bool has_room_for(const Request& r) const;
+  bool has_room_for(int64_t pending) const;  // the tokens a waiting request would run
   void share_token_budget(std::vector<Share>& shares) const;
   void fit_in_memory(std::vector<Share>& shares, std::vector<StepSequence>& step);
   void give_way(std::vector<Share>& shares);
   void fill_step(const std::vector<Share>& shares, std::vector<StepSequence>& step) const;
   void preempt(Request& r);
+  // The prefix cache. find_prefix: the longest entry `tokens` starts with that leaves a token to
+  // run (or has the logits to sample from), null if none; it and its shorter prefixes count as used
+  // at `stamp`. keep_prefix takes `seq` over as the entry of tokens[0, n) (or drops it when that
+  // entry exists). drop_prefix: the least recently used, false when there is none.
+  Prefix* find_prefix(const std::vector<int32_t>& tokens, int64_t stamp);
+  void keep_prefix(const std::vector<int32_t>& tokens, int64_t n, SequenceId seq, at::Tensor logits, int64_t stamp);
+  bool drop_prefix();
   void sample(Request& r, const at::Tensor& logits);
   void finish(Request& r, const std::string& reason);
 
@@ -136,6 +158,9 @@ class Engine {
   std::vector<Request*> waiting_;                   // not yet in the cache, in arrival order
   std::vector<Request*> running_;                   // in the cache, in admission order
   EngineStats stats_;
+  std::vector<std::unique_ptr<Prefix>> prefixes_;
+  std::unordered_multimap<uint64_t, Prefix*> prefix_index_;  // by hash of the tokens
+  int64_t prefix_clock_ = 0;
 };
 
 }  // namespace dms

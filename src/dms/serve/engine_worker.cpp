@@ -83,14 +83,14 @@ void EngineWorker::loop() {
       for (Active& a : active)
         if (abort_all || a.job.channel->cancelled()) engine_.abort(a.request);
       step_engine(active);
+      publish_stats();  // before collect tells the clients: a scrape after a response sees it
       collect(active);
-      publish_stats();
     } catch (const std::exception& e) {
       // Not expected: the engine refused its own bookkeeping. Nothing it holds can go on.
       std::fprintf(stderr, "serve: engine error: %s; aborting %zu sequences\n", e.what(), active.size());
       for (Active& a : active) {
         metrics_.finished("error");
-        a.job.channel->push({a.job.index, "", Finish{"error", e.what(), static_cast<int64_t>(a.tokens)}});
+        a.job.channel->push({a.job.index, "", Finish{"error", e.what(), static_cast<int64_t>(a.tokens), 0}});
         try {
           engine_.abort(a.request);
           engine_.release(a.request);
@@ -140,7 +140,7 @@ void EngineWorker::start_jobs(std::vector<GenerationJob>& jobs, std::vector<Acti
     } catch (const std::exception& e) {
       for (size_t i = first; i < end; ++i) {
         metrics_.finished("error");
-        jobs[i].channel->push({jobs[i].index, "", Finish{"error", e.what(), 0}});
+        jobs[i].channel->push({jobs[i].index, "", Finish{"error", e.what(), 0, 0}});
       }
     }
   }
@@ -167,16 +167,15 @@ void EngineWorker::collect(std::vector<Active>& active) {
   for (auto it = active.begin(); it != active.end();) {
     Active& a = *it;
     const GenerationResult& r = engine_.result(a.request);
-    if (r.tokens.size() > a.tokens) {
-      // A step gives a sequence at most one token.
+    // A step gives a sequence one token, or two when its prompt was in the prefix cache (the
+    // first is drawn from the kept logits at admission): those arrive together.
+    for (; a.tokens < r.tokens.size(); ++a.tokens, ++generated) {
       if (a.tokens == 0) {
         a.ttft = seconds_between(a.job.arrived, now);
         metrics_.time_to_first_token(a.ttft);
       } else {
         metrics_.inter_token_latency(seconds_between(a.last_token, now));
       }
-      generated += static_cast<int64_t>(r.tokens.size() - a.tokens);
-      a.tokens = r.tokens.size();
       a.last_token = now;
     }
     if (!r.finished) {
@@ -184,7 +183,7 @@ void EngineWorker::collect(std::vector<Active>& active) {
       continue;
     }
     const Finish finish{a.error.empty() ? finish_reason(r.stop_reason) : "error", a.error,
-                        static_cast<int64_t>(r.tokens.size())};
+                        static_cast<int64_t>(r.tokens.size()), r.cached_tokens};
     // Counted before the client hears of it, so a scrape right after the response adds up.
     metrics_.finished(finish.reason);
     metrics_.request_latency(seconds_between(a.job.arrived, now));
@@ -206,6 +205,13 @@ void EngineWorker::publish_stats() {
   const CacheStats cs = cache_.stats();
   int64_t total = 0;
   for (const PoolStats& p : cs.pools) total += p.blocks;
+  // Counting walks every entry's block table: when the engine is idle, else once a second.
+  int64_t prefix_blocks = -1;
+  const auto now = Clock::now();
+  if (engine_.idle() || now - prefix_blocks_at_ > std::chrono::seconds(1)) {
+    prefix_blocks = engine_.prefix_blocks();
+    prefix_blocks_at_ = now;
+  }
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.running = engine_.running();
   stats_.waiting = engine_.waiting();
@@ -216,6 +222,9 @@ void EngineWorker::publish_stats() {
   stats_.kv_shared_bytes_saved = cs.shared_bytes_saved;
   stats_.kv_bytes_held_peak = std::max(stats_.kv_bytes_held_peak, cs.bytes_held);
   stats_.preemptions = engine_.stats().preemptions;
+  stats_.prefix_cache_hit_tokens = engine_.stats().prefix_hit_tokens;
+  stats_.prefix_cache_entries = engine_.prefix_entries();
+  if (prefix_blocks >= 0) stats_.prefix_cache_blocks = prefix_blocks;
 }
 
 }  // namespace dms::serve

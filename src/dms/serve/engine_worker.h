@@ -48,6 +48,7 @@ class EngineWorker final : public Generator {
   bool stopping_ = false;
   std::chrono::steady_clock::time_point abort_at_;  // with stopping_: when what still runs is aborted
   GeneratorStats stats_;
+  std::chrono::steady_clock::time_point prefix_blocks_at_;  // when stats_.prefix_cache_blocks was counted
   std::thread thread_;
 };
 

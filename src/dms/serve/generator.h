@@ -22,6 +22,7 @@ struct Finish {
   std::string reason;  // OpenAI's finish_reason: stop, length, abort, error
   std::string error;   // with reason "error": what went wrong
   int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt tokens the prefix cache held
 };
 
 // A piece of choice `index`'s text, or (with `finish`) its end.
@@ -67,6 +68,9 @@ struct GeneratorStats {
   int64_t kv_bytes_held = 0, kv_dense_bytes = 0, kv_bytes_held_peak = 0;
   int64_t kv_shared_bytes_saved = 0;  // CacheStats::shared_bytes_saved
   int64_t preemptions = 0;
+  int64_t prefix_cache_hit_tokens = 0;  // EngineStats::prefix_hit_tokens
+  int64_t prefix_cache_entries = 0;
+  int64_t prefix_cache_blocks = 0;  // Engine::prefix_blocks
 };
 
 class Generator {

@@ -162,6 +162,7 @@ void HttpServer::Impl::respond_whole(httplib::Response& res, Stream& s) {
       c.finish_reason = e.finish->reason;
       if (e.finish->reason == "error") error = e.finish->error;
       s.usage.completion_tokens += e.finish->completion_tokens;
+      s.usage.cached_tokens = std::max(s.usage.cached_tokens, e.finish->cached_tokens);
       ++s.finished;
     }
   }
@@ -196,6 +197,7 @@ void HttpServer::Impl::respond_stream(httplib::Response& res, std::shared_ptr<St
           if (!e.finish || !ok) continue;
           ++s->finished;
           s->usage.completion_tokens += e.finish->completion_tokens;
+          s->usage.cached_tokens = std::max(s->usage.cached_tokens, e.finish->cached_tokens);
           if (e.finish->reason == "error")
             ok = event(error_body(ApiError(500, "generation failed: " + e.finish->error)));
           else

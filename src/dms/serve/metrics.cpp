@@ -135,6 +135,13 @@ std::string ServeMetrics::render(const GeneratorStats& e) const {
   metric(out, "dms_evicted_keys_total", "counter", "Keys evicted, counted when their sequence ends.", evicted_keys_);
   metric(out, "dms_preemptions_total", "counter", "Sequences preempted for memory (prefilled again later).",
          e.preemptions);
+  metric(out, "dms_prefix_cache_hit_tokens_total", "counter",
+         "Prompt tokens not run because the prefix cache held their keys.", e.prefix_cache_hit_tokens);
+  metric(out, "dms_prefix_cache_entries", "gauge",
+         "Prefixes the cache keeps (prompts at each prefill chunk's end, finished sequences).", e.prefix_cache_entries);
+  metric(out, "dms_prefix_cache_blocks", "gauge",
+         "KV cache blocks only the prefix cache holds (given back first when requests need room).",
+         e.prefix_cache_blocks);
   return out;
 }
 

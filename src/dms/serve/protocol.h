@@ -88,6 +88,7 @@ std::string finish_reason(const std::string& engine_stop_reason);
 struct Usage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;  // of prompt_tokens, those the prefix cache held
 };
 nlohmann::json usage_json(const Usage& u);
 
