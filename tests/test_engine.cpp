@@ -324,6 +324,27 @@ TEST(Engine, PrefixCacheReusesTheChunksOfAnEarlierPrompt) {
   }
 }
 
+// A prompt's cache points end its prefill chunks there (e.g. where a shared system message ends),
+// so a later request sharing that much reuses all of it, whatever the chunk size.
+TEST(Engine, PrefixCacheKeepsThePromptAtItsCachePoints) {
+  const Model& m = default_model();
+  const auto first = prompt(m, kPrompts[2]);
+  std::vector<int32_t> second(first.begin(), first.begin() + 13);
+  const auto tail = prompt(m, " built a boat");
+  second.insert(second.end(), tail.begin(), tail.end());
+  auto cache = dense_cache(m, 64);
+  Engine engine(m, *cache, EngineOptions{.prefix_cache = true});
+  GenerationParams p = greedy_params(3);
+  p.cache_points = {5, 13};
+  engine.submit(first, p);
+  engine.run();
+  EXPECT_EQ(engine.stats().steps, 3 + 2) << "the prompt in chunks of 5, 8 and the rest, then 2 decode steps";
+  const int64_t b = engine.submit(second, greedy_params(6));
+  engine.run();
+  EXPECT_EQ(engine.result(b).cached_tokens, 13);
+  EXPECT_EQ(as_int64(engine.result(b).tokens), greedy(*m.transformer, as_int64(second), 6));
+}
+
 // Kept prefixes are only a cache: when running sequences need their blocks they are dropped,
 // and nothing is preempted while one is left.
 TEST(Engine, PrefixCacheGivesWayToRunningSequences) {

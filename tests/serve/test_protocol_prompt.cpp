@@ -43,6 +43,30 @@ TEST(PreparePrompt, ChatGoesThroughTheTemplate) {
   EXPECT_EQ(p.max_tokens, kContext - static_cast<int64_t>(p.ids.size()));
 }
 
+// Where the prefix cache should keep a chat prompt's state: after the first message and after all
+// but the last, as token counts, each checked against the text written out by hand.
+TEST(PreparePrompt, ChatCachePointsAreWhereMessagesEnd) {
+  const Tokenizer& tok = *test_model().tokenizer;
+  const json system = {{"role", "system"}, {"content", "Be brief."}};
+  const json user = {{"role", "user"}, {"content", "Hi"}};
+  const json assistant = {{"role", "assistant"}, {"content", "Hello!"}};
+  const json again = {{"role", "user"}, {"content", "Bye"}};
+  const auto decoded_up_to = [&](const PreparedPrompt& p, int64_t n) {
+    return tok.decode(std::vector<int32_t>(p.ids.begin(), p.ids.begin() + n));
+  };
+  const PreparedPrompt conversation = prepare({{"messages", {system, user, assistant, again}}}, Endpoint::Chat, 256);
+  ASSERT_EQ(conversation.cache_points.size(), 2u);
+  EXPECT_EQ(decoded_up_to(conversation, conversation.cache_points[0]), "<|im_start|>system\nBe brief.<|im_end|>\n");
+  EXPECT_EQ(decoded_up_to(conversation, conversation.cache_points[1]),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\nHello!<|im_end|>\n");
+  const PreparedPrompt two = prepare({{"messages", {system, user}}}, Endpoint::Chat);
+  ASSERT_EQ(two.cache_points.size(), 1u);
+  EXPECT_EQ(decoded_up_to(two, two.cache_points[0]), "<|im_start|>system\nBe brief.<|im_end|>\n");
+  EXPECT_TRUE(prepare({{"messages", {user}}}, Endpoint::Chat).cache_points.empty());
+  EXPECT_TRUE(prepare({{"prompt", "Once upon a time"}}, Endpoint::Completions).cache_points.empty());
+}
+
 TEST(PreparePrompt, DeveloperRoleAndContentPartsAreTheirPlainForms) {
   const Tokenizer& tok = *test_model().tokenizer;
   const PreparedPrompt developer = prepare({{"messages",

@@ -248,7 +248,13 @@ void Engine::share_token_budget(std::vector<Share>& shares) const {
       --decoders_left;
       shares.push_back({r, 1});
     } else if (prefill_budget > 0) {
-      const int64_t n = std::min(r->pending(), prefill_budget);
+      int64_t n = std::min(r->pending(), prefill_budget);
+      if (options_.prefix_cache)
+        for (int64_t point : r->params.cache_points)
+          if (point > r->fed && point < r->fed + n) {
+            n = point - r->fed;
+            break;
+          }
       shares.push_back({r, n});
       prefill_budget -= n;
     }

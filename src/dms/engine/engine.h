@@ -31,6 +31,9 @@ struct GenerationParams {
   std::vector<int32_t> stop_ids;          // e.g. the checkpoint's EOS ids
   std::vector<std::string> stop_strings;  // matched on the decoded text
   bool record_kept = false;               // note which positions each head kept (kv maps)
+  // With the prefix cache: prompt lengths, ascending, at which a prefill chunk ends (so that the
+  // cache keeps the prompt's state there), e.g. where the chat messages before the last one end.
+  std::vector<int64_t> cache_points;
 };
 
 struct GenerationResult {

@@ -121,6 +121,7 @@ void EngineWorker::start_jobs(std::vector<GenerationJob>& jobs, std::vector<Acti
                     .seed = job.sampling.seed.value_or(0)};
       p.stop_ids = job.stop_ids;
       p.stop_strings = job.stop_strings;
+      p.cache_points = job.cache_points;
       params.push_back(std::move(p));
     }
     auto channel = jobs[first].channel;

@@ -57,6 +57,7 @@ struct GenerationJob {
   Sampling sampling;  // the seed is set
   std::vector<std::string> stop_strings;
   std::vector<int32_t> stop_ids;
+  std::vector<int64_t> cache_points;  // PreparedPrompt::cache_points
   std::shared_ptr<ResponseChannel> channel;
   std::chrono::steady_clock::time_point arrived;
 };

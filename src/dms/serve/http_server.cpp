@@ -133,6 +133,7 @@ void HttpServer::Impl::completion(const httplib::Request& req, httplib::Response
     job.sampling.seed = seed + static_cast<uint64_t>(i);
     job.stop_strings = p.stop_strings;
     job.stop_ids = p.stop_ids;
+    job.cache_points = p.cache_points;
     job.channel = s->channel;
     job.arrived = std::chrono::steady_clock::now();
     jobs.push_back(std::move(job));

@@ -285,6 +285,13 @@ PreparedPrompt prepare_prompt(const CompletionRequest& request, const ServedMode
       // The rendered template carries its own BOS text where the family has one.
       p.ids = tok.encode(model.chat_template->render(request.messages, true), false);
       p.stop_strings = model.chat_template->stop_strings();
+      const size_t n = request.messages.size();
+      for (size_t end = 1; end < n; end = end == 1 ? std::max<size_t>(2, n - 1) : n) {
+        const std::vector<ChatMessage> head(request.messages.begin(), request.messages.begin() + end);
+        const auto ids = tok.encode(model.chat_template->render(head, false), false);
+        if (ids.size() < p.ids.size() && std::equal(ids.begin(), ids.end(), p.ids.begin()))
+          p.cache_points.push_back(static_cast<int64_t>(ids.size()));
+      }
     } else if (!request.prompt_ids.empty()) {
       p.ids = request.prompt_ids;
     } else {

@@ -73,6 +73,10 @@ struct PreparedPrompt {
   int64_t max_tokens = 0;
   std::vector<std::string> stop_strings;  // the request's, plus the chat template's turn ends
   std::vector<int32_t> stop_ids;          // the model's EOS ids unless ignore_eos
+  // Chat: the token counts at which the first message and all but the last one end (where they
+  // are a prefix of the prompt's tokens): a shared system message or a conversation's history,
+  // kept there by the engine's prefix cache (GenerationParams::cache_points).
+  std::vector<int64_t> cache_points;
 };
 PreparedPrompt prepare_prompt(const CompletionRequest& request, const ServedModel& model);
 
