@@ -1,6 +1,7 @@
 """Soak test of `dms serve`: many clients for a long time, some leaving mid-stream, some sending
 malformed requests. Passes when no request fails unexpectedly, the server's resident memory stays
-flat, and once the clients stop every KV block is back in the pool.
+flat, and once the clients stop every KV block is back in the pool but those the prefix cache
+keeps (dms_kv_blocks_used equals dms_prefix_cache_blocks).
 
 Starts the server itself (on a free loopback port; extra arguments after `--` go to it), runs
 --clients closed-loop clients for --minutes, samples the server's RSS and /metrics every 10 s, and
@@ -184,7 +185,8 @@ def main():
         "command": " ".join(["dms serve", *a.server_args]),
         "clients": a.clients, "minutes": a.minutes, "counts": counts.ok, "unexpected": counts.unexpected,
         "rss_second_minute_max": early, "rss_last_minute_max": late,
-        "final_kv_blocks_used": final.get("dms_kv_blocks_used"), "final_running": final.get("dms_requests_running"),
+        "final_kv_blocks_used": final.get("dms_kv_blocks_used"),
+        "final_prefix_cache_blocks": final.get("dms_prefix_cache_blocks"), "final_running": final.get("dms_requests_running"),
         "final_waiting": final.get("dms_requests_waiting"), "aborted": final.get("dms_requests_aborted_total"),
         "generated_tokens": final.get("dms_generation_tokens_total"), "server_exit_code": exit_code,
         "server_log": log, "series": series,
@@ -195,7 +197,9 @@ def main():
         os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)
-    ok = (not counts.unexpected and final.get("dms_kv_blocks_used") == 0 and exit_code == 0
+    # Idle, the only blocks in use are the prefix cache's (the same number, none leaked).
+    ok = (not counts.unexpected and final.get("dms_kv_blocks_used") == final.get("dms_prefix_cache_blocks", 0)
+          and exit_code == 0
           and (early == 0 or late <= early * 1.10))
     print("soak:", "PASS" if ok else "FAIL")
     return 0 if ok else 1
