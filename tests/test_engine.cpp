@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <map>
+#include <random>
 #include <set>
 
 #include "dms/engine/engine.h"
@@ -363,6 +365,51 @@ TEST(Engine, PrefixCacheGivesWayToRunningSequences) {
     EXPECT_EQ(as_int64(engine.result(ids[i]).tokens), greedy(*m.transformer, as_int64(prompt(m, kPrompts[i + 1])), 28));
   EXPECT_GT(engine.stats().prefix_evictions, 0);
   EXPECT_EQ(engine.stats().preemptions, 0);
+}
+
+// Random traffic over a few shared prefixes in a pool too small to keep them all: requests come
+// in waves, some are aborted, entries are dropped and sequences preempted. Every request that
+// ends gives the plain decode's greedy tokens, and when all is done the only blocks in use are
+// those the prefix cache keeps, which it gives back.
+TEST(Engine, PrefixCacheUnderRandomTrafficGivesTheSameTokensAndLeaksNothing) {
+  const Model& m = default_model();
+  const std::vector<std::string> tails = {" and then", " Why?", " 5, 6, 7"};
+  const int64_t n = 12;
+  auto cache = dense_cache(m, 6 * m.info.config.n_kv_heads);
+  Engine engine(m, *cache, EngineOptions{.max_step_tokens = 8, .max_running = 4, .prefix_cache = true});
+  std::mt19937 rng(7);
+  std::map<std::vector<int32_t>, std::vector<int64_t>> expected;  // prompt -> greedy tokens
+  std::vector<std::pair<int64_t, std::vector<int32_t>>> submitted;
+  std::set<int64_t> aborted;
+  for (int wave = 0; wave < 16; ++wave) {
+    for (int k = 1 + static_cast<int>(rng() % 3); k > 0; --k) {
+      std::vector<int32_t> ids = prompt(m, kPrompts[rng() % kPrompts.size()]);
+      for (int t = static_cast<int>(rng() % 3); t > 0; --t) {
+        const auto more = prompt(m, tails[rng() % tails.size()]);
+        ids.insert(ids.end(), more.begin(), more.end());
+      }
+      submitted.push_back({engine.submit(ids, greedy_params(n)), ids});
+    }
+    for (int steps = 1 + static_cast<int>(rng() % 6); steps > 0 && !engine.idle(); --steps) engine.step();
+    if (rng() % 4 == 0) {
+      const int64_t victim = submitted[rng() % submitted.size()].first;
+      if (!engine.result(victim).finished) aborted.insert(victim);
+      engine.abort(victim);
+    }
+  }
+  engine.run();
+  for (const auto& [id, ids] : submitted) {
+    if (aborted.count(id)) continue;
+    auto [it, fresh] = expected.try_emplace(ids);
+    if (fresh) it->second = greedy(*m.transformer, as_int64(ids), n);
+    EXPECT_EQ(as_int64(engine.result(id).tokens), it->second) << "request " << id;
+  }
+  EXPECT_GT(engine.stats().prefix_hit_tokens, 0);
+  EXPECT_GT(engine.stats().prefix_evictions, 0) << "the pool was meant to be too small to keep every prefix";
+  EXPECT_GT(engine.stats().preemptions, 0) << "and too small for every request at once";
+  EXPECT_EQ(cache->stats().blocks_used, engine.prefix_blocks());
+  engine.clear_prefix_cache();
+  EXPECT_EQ(cache->stats().blocks_used, 0);
 }
 
 TEST(Engine, BadRequestsAreRefused) {
