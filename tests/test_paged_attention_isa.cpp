@@ -103,5 +103,55 @@ TEST(PagedAttentionIsa, EveryIsaMatchesTheReference) {
   for (const Case& c : cases) check_case(c, seed++);
 }
 
+// Forked sequences decode over the same blocks (each with its own view of which keys it still
+// sees): read together, each gets the bits it gets alone, in every ISA. One item's block in the
+// middle is its own copy (copied on write), so its pieces there cannot share.
+TEST(PagedAttentionIsa, ItemsSharingBlocksGetTheBitsTheyGetAlone) {
+  std::mt19937 rng(11);
+  at::manual_seed(11);
+  const int64_t n_kv = 2, group = 3, D = 64, block = 16, n_heads = n_kv * group, samples = 5;
+  const int64_t n_cached = 40 * block + 5;  // three pieces of 16 blocks, the last one partial
+  const int64_t n_blocks = (n_cached + block - 1) / block;
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kChar}) {
+    SCOPED_TRACE(cpu::kv_dtype_name(dtype));
+    const at::Tensor pool_k = cpu::to_kv_rows(at::randn({n_kv * n_blocks + 1, block, D}), dtype);
+    const at::Tensor pool_v = cpu::to_kv_rows(at::randn({n_kv * n_blocks + 1, block, D}), dtype);
+    const at::Tensor step_k = cpu::to_kv_rows(at::randn({samples, n_kv, D}), dtype);
+    const at::Tensor step_v = cpu::to_kv_rows(at::randn({samples, n_kv, D}), dtype);
+    const at::Tensor q = 2 * at::randn({samples, n_heads, D});
+    std::vector<std::vector<int32_t>> blocks(n_kv), pos(samples * n_kv), evict(samples * n_kv);
+    for (int64_t g = 0; g < n_kv; ++g)
+      for (int64_t b = 0; b < n_blocks; ++b) blocks[g].push_back(static_cast<int32_t>(g * n_blocks + b));
+    std::vector<int32_t> copied = blocks[1];
+    copied[20] = static_cast<int32_t>(n_kv * n_blocks);  // sample 0's own copy of one block
+    std::vector<cpu::AttentionItem> items;
+    const int64_t first_pos = 2000;
+    for (int64_t s = 0; s < samples; ++s)
+      for (int64_t g = 0; g < n_kv; ++g) {
+        const int64_t i = s * n_kv + g;
+        for (int64_t j = 0; j < n_cached; ++j) {
+          pos[i].push_back(static_cast<int32_t>(j));
+          evict[i].push_back(rng() % 4 == 0 ? static_cast<int32_t>(first_pos - 1) : cpu::kNever);
+        }
+        const int32_t* table = s == 0 && g == 1 ? copied.data() : blocks[g].data();
+        items.push_back({.kv_head = g, .row0 = s, .n_queries = 1, .first_pos = first_pos, .blocks = table,
+                         .n_cached = n_cached, .pos = pos[i].data(), .evict_at = evict[i].data()});
+      }
+    for (cpu::CpuIsa isa : {cpu::CpuIsa::Scalar, cpu::CpuIsa::Avx2, cpu::CpuIsa::Avx512}) {
+      if (!cpu::cpu_isa_supported(isa)) continue;
+      SCOPED_TRACE(cpu::cpu_isa_name(isa));
+      const at::Tensor together = cpu::paged_attention(q, pool_k, pool_v, step_k, step_v, items, isa);
+      for (int64_t s = 0; s < samples; ++s) {
+        std::vector<cpu::AttentionItem> alone(items.begin() + s * n_kv, items.begin() + (s + 1) * n_kv);
+        for (auto& it : alone) it.row0 = 0;
+        const at::Tensor out = cpu::paged_attention(q.narrow(0, s, 1).contiguous(), pool_k, pool_v,
+                                                    step_k.narrow(0, s, 1).contiguous(),
+                                                    step_v.narrow(0, s, 1).contiguous(), alone, isa);
+        EXPECT_TRUE(at::equal(out[0], together[s])) << "sample " << s;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dms::test

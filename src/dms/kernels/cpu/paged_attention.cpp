@@ -8,7 +8,9 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <string>
+#include <tuple>
 #include <type_traits>
 
 #include "dms/format/half.h"
@@ -434,18 +436,54 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
     item_units[i] = {first, static_cast<int64_t>(units.size()) - first};
   }
 
+  // Decode pieces of one KV head over the same blocks (forked sequences sharing their prompt's)
+  // run as one job: each block is read from memory once and folded into every piece's own
+  // partial while it is in cache, each piece in the order it would take alone (same bits).
+  std::vector<std::vector<int64_t>> jobs;
+  std::vector<Unit> job_units;
+  {
+    std::map<std::tuple<int64_t, int64_t, int64_t, int32_t>, std::vector<size_t>> by_start;  // -> jobs
+    for (size_t u = 0; u < units.size(); ++u) {
+      const Unit& unit = units[u];
+      const AttentionItem& it = items[unit.item];
+      const bool shareable =
+          !unit.blas && it.n_queries == 1 && unit.begin < unit.end && unit.end <= kernel.cached_tiles(it);
+      if (shareable) {
+        auto& candidates = by_start[{it.kv_head, unit.begin, unit.end, it.blocks[unit.begin]}];
+        const auto same = std::find_if(candidates.begin(), candidates.end(), [&](size_t j) {
+          const AttentionItem& other = items[units[jobs[j][0]].item];
+          return std::equal(it.blocks + unit.begin, it.blocks + unit.end, other.blocks + unit.begin);
+        });
+        if (same != candidates.end()) {
+          jobs[*same].push_back(static_cast<int64_t>(u));
+          job_units[*same].cost += unit.cost;
+          continue;
+        }
+        candidates.push_back(jobs.size());
+      }
+      jobs.push_back({static_cast<int64_t>(u)});
+      job_units.push_back(unit);
+    }
+  }
   std::vector<Partial> partials(units.size());
-  run_units(units, [&](int64_t u) {
-    const Unit& unit = units[u];
-    const AttentionItem& it = items[unit.item];
+  run_units(job_units, [&](int64_t j) {
     Scratch sc;
     sc.reserve(kernel.scratch_rows(), D, G);
-    if (unit.blas) {
-      kernel.blas(it, od, sc);
+    const std::vector<int64_t>& job = jobs[j];
+    const Unit& first = units[job[0]];
+    if (first.blas) {
+      kernel.blas(items[first.item], od, sc);
       return;
     }
-    partials[u].reset(it.n_queries * G, D);
-    kernel.accumulate(it, unit.begin, unit.end, partials[u], sc);
+    for (int64_t u : job) partials[u].reset(items[units[u].item].n_queries * G, D);
+    if (job.size() == 1) {
+      kernel.accumulate(items[first.item], first.begin, first.end, partials[job[0]], sc);
+      return;
+    }
+    for (int64_t index = first.begin; index < first.end; ++index) {
+      if (index + 1 < first.end) kernel.prefetch(items[first.item], index + 1);
+      for (int64_t u : job) kernel.accumulate(items[units[u].item], index, index + 1, partials[u], sc);
+    }
   });
 
   // Merge each item's pieces into its output rows; keep the final maxima and sums for the
