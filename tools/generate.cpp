@@ -144,6 +144,17 @@ int run_generate(int argc, char** argv) {
                human_bytes(static_cast<double>(es.peak_dense_bytes)).c_str(),
                es.peak_bytes_held > 0 ? static_cast<double>(es.peak_dense_bytes) / static_cast<double>(es.peak_bytes_held) : 1.0,
                cr, evicted, es.preemptions ? (" | preemptions " + std::to_string(es.preemptions)).c_str() : "");
+  if (!stream && !args.has("lines")) {  // the samples of one prompt start decoding together
+    double span = 0;
+    int64_t decoded = 0;
+    for (int64_t id : ids) {
+      const GenerationResult& r = engine.result(id);
+      span = std::max(span, r.generation_seconds);
+      decoded += std::max<int64_t>(static_cast<int64_t>(r.tokens.size()) - 1, 0);
+    }
+    std::fprintf(stderr, "prompt: %s | decode after the first token: %s, all sequences together\n",
+                 rate(prompt_tokens, prompt_s).c_str(), rate(decoded, span).c_str());
+  }
   if (es.peak_shared_bytes_saved > 0)
     std::fprintf(stderr, "shared blocks: up to %s held once instead of once per sequence\n",
                  human_bytes(static_cast<double>(es.peak_shared_bytes_saved)).c_str());

@@ -216,11 +216,12 @@ class Cache(unittest.TestCase):
 
     def test_parallel_samples_and_lines(self):
         r = dms("generate", "--temperature", "0.8", "--seed", "5", "--max-tokens", "8", "--parallel", "3",
-                "Once upon a time")
+                "--ignore-eos", "Once upon a time")
         self.assertEqual(r.returncode, 0, r.stderr)
         for i in range(3):
             self.assertIn(f"=== {i} ===", r.stdout)
         self.assertIn("3 sequences, 3 at a time", r.stderr)
+        self.assertIn("decode after the first token: 21 tokens in", r.stderr)  # 3 x (8 - 1)
         # One sequence per line, two at a time; greedy, so each equals its own single run.
         lines = "The capital of France is\nThe three primary colors are\nOnce upon a time\n"
         batched = dms("generate", *GREEDY, "--max-tokens", "12", "--parallel", "2", "--lines", stdin=lines)
