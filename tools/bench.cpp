@@ -18,6 +18,7 @@
 #include "dms/kernels/cpu/kv_quant.h"
 #include "dms/eval/bench_decode.h"
 #include "dms/eval/bench_prefill.h"
+#include "dms/eval/bench_samples.h"
 #include "machine_probe.h"
 
 namespace dms::cli {
@@ -58,6 +59,9 @@ int run_bench(int argc, char** argv) {
             "           next to each, the roofline: (weight bytes + live KV bytes) / measured read bandwidth\n"
             "  prefill  one sequence's prompt through the whole model in chunks, tokens/s\n"
             "  budget   with --kv-budget: the most sequences of each context a KV cache of that size admits\n"
+            "  samples  with --samples: N samples of one prompt of each context through the engine, the prompt\n"
+            "           prefilled once and its blocks shared (with --samples-separate, also each on its own):\n"
+            "           time until every sample has its first token, decode tokens/s after that, peak KV held\n"
             "           (the decode and prefill caches hold their sequences dense, whatever --kv-budget says)\n"
             "Median and [min, max] over --repeats; peak resident memory of the process; --json writes it all\n"
             "(schema in docs/BENCH.md) and bench/plot_decode.py plots it.");
@@ -77,6 +81,9 @@ int run_bench(int argc, char** argv) {
       .option("prefill-max-context", "N", "time prefill only at contexts up to N; 0: no prefill", "4096")
       .option("max-batch", "N", "--kv-budget: stop searching at this many sequences", "4096")
       .option("bandwidth-mib", "N", "size of each array of the bandwidth probe", "256")
+      .option("samples", "LIST", "numbers of samples of one prompt to time (off when absent)")
+      .option("samples-tokens", "N", "tokens each sample generates", "32")
+      .flag("samples-separate", "also time the samples each prefilling the prompt on its own")
       .option("json", "FILE", "write every measurement as JSON");
   if (!args.parse(argc, argv)) return 0;
   const auto contexts = args.integers("contexts", 1);
@@ -90,6 +97,8 @@ int run_bench(int argc, char** argv) {
   const int64_t budget = kv_budget_from_args(args);
   const int64_t max_batch = args.at_least("max-batch", 1);
   const int64_t probe_mib = args.at_least("bandwidth-mib", 1);
+  const std::vector<int64_t> sample_counts = args.has("samples") ? args.integers("samples", 1) : std::vector<int64_t>{};
+  const int64_t sample_tokens = args.at_least("samples-tokens", 2);
 
   Model model = load_model_from_args(args);
   const ModelConfig& c = model.info.config;
@@ -212,6 +221,40 @@ int run_bench(int argc, char** argv) {
                                           {"limit_reached", b.max_batch >= max_batch}});
       }
   }
+  json samples_json = json::array();
+  if (!sample_counts.empty()) {
+    std::printf("\nsamples: N samples of one prompt, %lld tokens each; median [min, max] over %lld repeats of the time "
+                "until every sample has its first token and of the decode tokens/s after that\n",
+                static_cast<long long>(sample_tokens), static_cast<long long>(repeats));
+    std::printf("%8s %7s %-10s %-9s %10s %20s %11s %22s %12s %12s\n", "context", "samples", "policy", "prompt",
+                "first s", "[min, max]", "decode t/s", "[min, max]", "KV held", "dense");
+    for (int64_t context : contexts)
+      for (int64_t n : sample_counts)
+        for (bool shared : {true, false}) {
+          if (!shared && !args.has("samples-separate")) continue;
+          for (const SamplesResult& m :
+               measure_samples(s, policies, context, n, sample_tokens, shared, repeats)) {
+            const Spread first(m.first_token_s), decode(m.decode_tokens_per_s);
+            std::printf("%8lld %7lld %-10s %-9s %10.3f %20s %11.1f %22s %12s %12s\n", static_cast<long long>(context),
+                        static_cast<long long>(n), m.policy.c_str(), shared ? "shared" : "separate", first.median,
+                        spread_text(first, "%.3f").c_str(), decode.median, spread_text(decode, "%.1f").c_str(),
+                        human_bytes(static_cast<double>(m.peak_bytes_held)).c_str(),
+                        human_bytes(static_cast<double>(m.peak_dense_bytes)).c_str());
+            std::fflush(stdout);
+            samples_json.push_back({{"policy", m.policy},
+                                    {"context", m.context},
+                                    {"samples", m.samples},
+                                    {"tokens", m.tokens},
+                                    {"shared", m.shared},
+                                    {"first_token_s", m.first_token_s},
+                                    {"first_token_s_stats", first.to_json()},
+                                    {"decode_tokens_per_s", m.decode_tokens_per_s},
+                                    {"decode_tokens_per_s_stats", decode.to_json()},
+                                    {"peak_bytes_held", m.peak_bytes_held},
+                                    {"peak_dense_bytes", m.peak_dense_bytes}});
+          }
+        }
+  }
   const int64_t peak = peak_resident_bytes();
   std::printf("\npeak resident memory of the process: %s\n", human_bytes(static_cast<double>(peak)).c_str());
 
@@ -235,6 +278,7 @@ int run_bench(int argc, char** argv) {
                       {"decode", decode_json},
                       {"prefill", prefill_json},
                       {"kv_budget", budget_json},
+                      {"samples", samples_json},
                       {"peak_rss_bytes", peak}};
     f << doc.dump(1) << "\n";
     if (!f) throw Error(path + ": cannot write");

@@ -30,6 +30,7 @@ from common import ROOT, check_usage_errors, dms, dms_ok, fixture, run, run_once
 MODEL = fixture("eval", "tiny_base")
 CONTEXTS, BATCHES, STEPS, REPEATS, BLOCK = (64, 200), (1, 3), 2, 3, 16
 BUDGET = 1 << 20
+SAMPLES, SAMPLE_TOKENS = (1, 3), 5
 
 
 @run_once
@@ -41,7 +42,9 @@ def bench_run():
                "--batches", ",".join(map(str, BATCHES)), "--policies", "dense,dms", "--force-evict", "0.75",
                "--dms-window", "8", "--kv-dtype", "bf16", "--block-size", str(BLOCK), "--steps", str(STEPS),
                "--repeats", str(REPEATS), "--prefill-chunk", "48", "--prefill-max-context", "64",
-               "--kv-budget", str(BUDGET), "--bandwidth-mib", "16", "--threads", "1", "--json", path)
+               "--kv-budget", str(BUDGET), "--bandwidth-mib", "16", "--threads", "1",
+               "--samples", ",".join(map(str, SAMPLES)), "--samples-tokens", str(SAMPLE_TOKENS), "--samples-separate",
+               "--json", path)
     with open(path) as f:
         return r, json.load(f), tmp
 
@@ -64,7 +67,7 @@ class BenchReport(unittest.TestCase):
         for key, kind in [("model", str), ("threads", int), ("kv_dtype", str), ("kv_bytes_per_token", int),
                           ("block_size", int), ("dms_window", int), ("force_evict", float), ("policies", list),
                           ("machine", dict), ("weight_bytes_per_step", int), ("decode", list), ("prefill", list),
-                          ("kv_budget", dict), ("peak_rss_bytes", int)]:
+                          ("kv_budget", dict), ("samples", list), ("peak_rss_bytes", int)]:
             self.assertIsInstance(d[key], kind, key)
         self.assertEqual(d["policies"], ["dense", "dms"])
         self.assertEqual(len(d["decode"]), len(CONTEXTS) * len(BATCHES) * 2)
@@ -131,6 +134,35 @@ class BenchReport(unittest.TestCase):
             self.assertLessEqual(dense["bytes_held"], dense["pool_bytes"])
             self.assertGreater(by[("dms", c)]["max_batch"], dense["max_batch"], f"context {c}")
 
+    def test_samples_of_one_prompt(self):
+        """N samples: every (context, N, shared or separate, policy) timed; N dense copies' bytes from
+        `dms info`; one prefill shared holds less than N separate ones, and as much for N = 1."""
+        per_token = self.info["kv_bytes_per_token"]["bf16"]
+        rows = self.doc["samples"]
+        self.assertEqual(len(rows), len(CONTEXTS) * len(SAMPLES) * 2 * 2)
+        by = {(m["policy"], m["context"], m["samples"], m["shared"]): m for m in rows}
+        for m in rows:
+            self.assertEqual(m["tokens"], SAMPLE_TOKENS)
+            for key in ("first_token_s", "decode_tokens_per_s"):
+                self.assertEqual(len(m[key]), REPEATS)
+                self.assertTrue(all(x > 0 for x in m[key]), (key, m))
+                self.assertAlmostEqual(m[key + "_stats"]["median"], statistics.median(m[key]), places=9)
+            # The engine takes its peaks after each step, once the sequences that ended in it are
+            # gone: forked samples decode in step, so the largest is after the step before their
+            # last, each having run the prompt and its first tokens - 2 tokens. Separate ones
+            # start and end at different steps.
+            most = m["samples"] * (m["context"] + SAMPLE_TOKENS - 2) * per_token
+            if m["shared"]:
+                self.assertEqual(m["peak_dense_bytes"], most)
+            else:
+                self.assertLessEqual(m["peak_dense_bytes"], most)
+        for policy in ("dense", "dms"):
+            for c in CONTEXTS:
+                one_shared, one_separate = by[(policy, c, 1, True)], by[(policy, c, 1, False)]
+                self.assertEqual(one_shared["peak_bytes_held"], one_separate["peak_bytes_held"])
+                shared, separate = by[(policy, c, 3, True)], by[(policy, c, 3, False)]
+                self.assertLess(shared["peak_bytes_held"], separate["peak_bytes_held"], (policy, c))
+
     def test_plot(self):
         png = os.path.join(self.tmp, "bench.png")
         r = run([sys.executable, os.path.join(ROOT, "bench", "plot_decode.py"), os.path.join(self.tmp, "bench.json"),
@@ -147,7 +179,8 @@ class BenchUsage(unittest.TestCase):
                                   (("--policies", "dense", "--kv-budget", "1KiB"),
                                    "--kv-budget: kv budget: 1024 bytes hold no block"),
                                   (("--policies", "dense", "--force-evict", "0.5"), "--force-evict"),
-                                  (("--kv-memory", "1GiB"), "--kv-memory")],
+                                  (("--kv-memory", "1GiB"), "--kv-memory"), (("--samples", "0"), "--samples"),
+                                  (("--samples-tokens", "1"), "--samples-tokens")],
                            before=("bench", "--model", MODEL))
 
     def test_kv_budget_is_the_cache_size(self):
