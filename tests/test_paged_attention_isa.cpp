@@ -104,8 +104,9 @@ TEST(PagedAttentionIsa, EveryIsaMatchesTheReference) {
 }
 
 // Forked sequences decode over the same blocks (each with its own view of which keys it still
-// sees): read together, each gets the bits it gets alone, in every ISA. One item's block in the
-// middle is its own copy (copied on write), so its pieces there cannot share.
+// sees): read together, each gets the bits it gets alone, in every ISA, in tiles all of them see
+// whole and in tiles where each has evicted keys of its own. One item's block in the middle is its
+// own copy (copied on write), so its pieces there cannot share.
 TEST(PagedAttentionIsa, ItemsSharingBlocksGetTheBitsTheyGetAlone) {
   std::mt19937 rng(11);
   at::manual_seed(11);
@@ -131,7 +132,9 @@ TEST(PagedAttentionIsa, ItemsSharingBlocksGetTheBitsTheyGetAlone) {
         const int64_t i = s * n_kv + g;
         for (int64_t j = 0; j < n_cached; ++j) {
           pos[i].push_back(static_cast<int32_t>(j));
-          evict[i].push_back(rng() % 4 == 0 ? static_cast<int32_t>(first_pos - 1) : cpu::kNever);
+          // Blocks 5-9 lose keys, each sample its own; every sample sees the others whole.
+          const bool evicting = j / block >= 5 && j / block < 10;
+          evict[i].push_back(evicting && rng() % 4 == 0 ? static_cast<int32_t>(first_pos - 1) : cpu::kNever);
         }
         const int32_t* table = s == 0 && g == 1 ? copied.data() : blocks[g].data();
         items.push_back({.kv_head = g, .row0 = s, .n_queries = 1, .first_pos = first_pos, .blocks = table,
