@@ -144,7 +144,7 @@ int run_generate(int argc, char** argv) {
                human_bytes(static_cast<double>(es.peak_dense_bytes)).c_str(),
                es.peak_bytes_held > 0 ? static_cast<double>(es.peak_dense_bytes) / static_cast<double>(es.peak_bytes_held) : 1.0,
                cr, evicted, es.preemptions ? (" | preemptions " + std::to_string(es.preemptions)).c_str() : "");
-  if (!stream && !args.has("lines")) {  // the samples of one prompt start decoding together
+  if (!stream && !args.has("lines") && !args.has("no-fork")) {  // forked samples start decoding together
     double span = 0;
     int64_t decoded = 0;
     for (int64_t id : ids) {
