@@ -265,7 +265,9 @@ TEST(Engine, PrefixCacheContinuesAConversation) {
     EXPECT_EQ(r.cached_tokens, static_cast<int64_t>(first.size() + reply.size()) - 1);
     EXPECT_EQ(r.prompt_tokens, static_cast<int64_t>(more.size()) + 1);
     EXPECT_EQ(r.tokens, run_alone(m, policy, o, second, greedy_params(6), nullptr));
-    if (policy == "dense") EXPECT_EQ(as_int64(r.tokens), greedy(*m.transformer, as_int64(second), 6));
+    if (policy == "dense") {
+      EXPECT_EQ(as_int64(r.tokens), greedy(*m.transformer, as_int64(second), 6));
+    }
     EXPECT_GT(cache.stats().blocks_used, 0) << "the prefixes stay in the cache";
     engine.clear_prefix_cache();
     EXPECT_EQ(engine.prefix_entries(), 0);
@@ -322,7 +324,9 @@ TEST(Engine, PrefixCacheReusesTheChunksOfAnEarlierPrompt) {
     engine.run();
     EXPECT_EQ(engine.result(b).cached_tokens, 16) << "chunks of 8: the states after 8 and 16 tokens";
     EXPECT_EQ(engine.result(b).tokens, run_alone(m, policy, o, second, greedy_params(6), nullptr));
-    if (policy == "dense") EXPECT_EQ(as_int64(engine.result(b).tokens), greedy(*m.transformer, as_int64(second), 6));
+    if (policy == "dense") {
+      EXPECT_EQ(as_int64(engine.result(b).tokens), greedy(*m.transformer, as_int64(second), 6));
+    }
   }
 }
 

@@ -337,7 +337,7 @@ void Engine::step() {
       if (r->fed <= r->prompt_length) {
         const auto d = std::find(due.begin(), due.end(), r);
         const at::Tensor last = d == due.end() ? at::Tensor() : logits[d - due.begin()].clone();
-        keep_prefix(r->tokens, r->fed, cache_.fork_sequence(r->seq), last, r->stamp);
+        keep_prefix(r->tokens, r->fed, r->seq, false, last, r->stamp);
       }
   if (!due.empty()) {
     for (size_t i = 0; i < due.size(); ++i) {
@@ -422,11 +422,20 @@ void Engine::finish(Request& r, const std::string& reason) {
   running_.erase(std::remove(running_.begin(), running_.end(), &r), running_.end());
   if (r.seq >= 0) {
     if (options_.prefix_cache && r.fed > 0)
-      keep_prefix(r.tokens, r.fed, r.seq, {}, r.stamp);
+      keep_prefix(r.tokens, r.fed, r.seq, true, {}, r.stamp);
     else
       cache_.remove_sequence(r.seq);
     r.seq = -1;
   }
+}
+
+Engine::Prefix* Engine::prefix_at(uint64_t h, const std::vector<int32_t>& tokens, size_t n) const {
+  const auto [a, b] = prefix_index_.equal_range(h);
+  for (auto it = a; it != b; ++it) {
+    Prefix* p = it->second;
+    if (p->tokens.size() == n && std::equal(p->tokens.begin(), p->tokens.end(), tokens.begin())) return p;
+  }
+  return nullptr;
 }
 
 Engine::Prefix* Engine::find_prefix(const std::vector<int32_t>& tokens, int64_t stamp) {
@@ -434,35 +443,28 @@ Engine::Prefix* Engine::find_prefix(const std::vector<int32_t>& tokens, int64_t 
   uint64_t h = kHashSeed;
   for (size_t n = 1; n <= tokens.size() && !prefixes_.empty(); ++n) {
     h = hash_step(h, tokens[n - 1]);
-    const auto [a, b] = prefix_index_.equal_range(h);
-    for (auto it = a; it != b; ++it) {
-      Prefix& p = *it->second;
-      if (p.tokens.size() != n || !std::equal(p.tokens.begin(), p.tokens.end(), tokens.begin())) continue;
-      p.last_used = std::max(p.last_used, stamp);
-      if (n < tokens.size() || p.logits.defined()) best = &p;
+    if (Prefix* p = prefix_at(h, tokens, n)) {
+      p->last_used = std::max(p->last_used, stamp);
+      if (n < tokens.size() || p->logits.defined()) best = p;
     }
   }
   return best;
 }
 
-void Engine::keep_prefix(const std::vector<int32_t>& tokens, int64_t n, SequenceId seq, at::Tensor logits,
-                         int64_t stamp) {
+void Engine::keep_prefix(const std::vector<int32_t>& tokens, int64_t n, SequenceId seq, bool owned,
+                         at::Tensor logits, int64_t stamp) {
   uint64_t h = kHashSeed;
   for (int64_t i = 0; i < n; ++i) h = hash_step(h, tokens[static_cast<size_t>(i)]);
-  const auto [a, b] = prefix_index_.equal_range(h);
-  for (auto it = a; it != b; ++it) {
-    Prefix& p = *it->second;
-    if (static_cast<int64_t>(p.tokens.size()) != n || !std::equal(p.tokens.begin(), p.tokens.end(), tokens.begin()))
-      continue;
-    cache_.remove_sequence(seq);
-    p.last_used = std::max(p.last_used, stamp);
-    if (!p.logits.defined()) p.logits = std::move(logits);
+  if (Prefix* p = prefix_at(h, tokens, static_cast<size_t>(n))) {
+    if (owned) cache_.remove_sequence(seq);
+    p->last_used = std::max(p->last_used, stamp);
+    if (!p->logits.defined()) p->logits = std::move(logits);
     return;
   }
   auto p = std::make_unique<Prefix>();
   p->tokens.assign(tokens.begin(), tokens.begin() + n);
   p->hash = h;
-  p->seq = seq;
+  p->seq = owned ? seq : cache_.fork_sequence(seq);
   p->logits = std::move(logits);
   p->last_used = stamp;
   prefix_index_.emplace(h, p.get());

@@ -144,12 +144,16 @@ class Engine {
   void give_way(std::vector<Share>& shares);
   void fill_step(const std::vector<Share>& shares, std::vector<StepSequence>& step) const;
   void preempt(Request& r);
-  // The prefix cache. find_prefix: the longest entry `tokens` starts with that leaves a token to
-  // run (or has the logits to sample from), null if none; it and its shorter prefixes count as used
-  // at `stamp`. keep_prefix takes `seq` over as the entry of tokens[0, n) (or drops it when that
-  // entry exists). drop_prefix: the least recently used, false when there is none.
+  // The prefix cache. prefix_at: the entry of exactly tokens[0, n), whose hash is `h`, or null.
+  // find_prefix: the longest entry `tokens` starts with that leaves a token to run (or has the
+  // logits to sample from), null if none; it and its shorter prefixes count as used at `stamp`.
+  // keep_prefix: makes `seq`'s state the entry of tokens[0, n) unless that entry exists, taking
+  // `seq` over when `owned` (else forking it only when needed). drop_prefix: the least recently
+  // used, false when there is none.
+  Prefix* prefix_at(uint64_t h, const std::vector<int32_t>& tokens, size_t n) const;
   Prefix* find_prefix(const std::vector<int32_t>& tokens, int64_t stamp);
-  void keep_prefix(const std::vector<int32_t>& tokens, int64_t n, SequenceId seq, at::Tensor logits, int64_t stamp);
+  void keep_prefix(const std::vector<int32_t>& tokens, int64_t n, SequenceId seq, bool owned, at::Tensor logits,
+                   int64_t stamp);
   bool drop_prefix();
   void sample(Request& r, const at::Tensor& logits);
   void finish(Request& r, const std::string& reason);

@@ -286,7 +286,10 @@ PreparedPrompt prepare_prompt(const CompletionRequest& request, const ServedMode
       p.ids = tok.encode(model.chat_template->render(request.messages, true), false);
       p.stop_strings = model.chat_template->stop_strings();
       const size_t n = request.messages.size();
-      for (size_t end = 1; end < n; end = end == 1 ? std::max<size_t>(2, n - 1) : n) {
+      std::vector<size_t> ends{1};  // after the first message, and before the last
+      if (n > 2) ends.push_back(n - 1);
+      for (size_t end : ends) {
+        if (end >= n) continue;
         const std::vector<ChatMessage> head(request.messages.begin(), request.messages.begin() + end);
         const auto ids = tok.encode(model.chat_template->render(head, false), false);
         if (ids.size() < p.ids.size() && std::equal(ids.begin(), ids.end(), p.ids.begin()))
