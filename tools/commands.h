@@ -9,6 +9,7 @@ int run_chat(int argc, char** argv);
 int run_info(int argc, char** argv);
 int run_bench(int argc, char** argv);
 int run_eval(int argc, char** argv);
+int run_solve(int argc, char** argv);
 int run_gen_data(int argc, char** argv);
 int run_retrofit(int argc, char** argv);
 int run_serve(int argc, char** argv);

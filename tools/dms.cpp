@@ -21,6 +21,7 @@ constexpr Subcommand kSubcommands[] = {
     {"info", dms::cli::run_info, "describe a checkpoint: architecture, size, KV bytes per token"},
     {"bench", dms::cli::run_bench, "decode speed and KV memory of cache policies over contexts and batches"},
     {"eval", dms::cli::run_eval, "quality of cache policies against dense at matched compression"},
+    {"solve", dms::cli::run_solve, "accuracy on problems with checkable answers against the KV memory spent"},
     {"gen-data", dms::cli::run_gen_data, "write a training corpus of the model's own replies to a prompt set"},
     {"retrofit", dms::cli::run_retrofit, "teach a model DMS decision heads by distillation from itself"},
 };

@@ -133,6 +133,8 @@ void Engine::run() {
 
 const GenerationResult& Engine::result(int64_t request) const { return get(request).result; }
 
+SequenceId Engine::sequence(int64_t request) const { return get(request).seq; }
+
 void Engine::release(int64_t request) {
   Request& r = get(request);
   if (!r.result.finished) fail("engine", "request " + std::to_string(request) + " has not finished");

@@ -98,6 +98,8 @@ class Engine {
   void run();
 
   const GenerationResult& result(int64_t request) const;
+  // The cache sequence the request holds now; -1 while it waits and once it has finished.
+  SequenceId sequence(int64_t request) const;
   // Forgets a finished request's result (a server's engine lives for days; every request it ran
   // must not stay in memory).
   void release(int64_t request);
