@@ -27,12 +27,17 @@ at::Tensor Sampler::probabilities(const at::Tensor& logits) const {
   }
   auto probs = at::softmax(scaled, 0);
   if (params_.top_p < 1) {
-    // Keep the smallest prefix of tokens, by falling probability, whose mass reaches top_p.
-    auto [sorted, order] = probs.sort(0, /*descending=*/true);
-    auto mass_before = sorted.cumsum(0) - sorted;
-    auto drop_sorted = mass_before >= params_.top_p;
-    auto drop = at::zeros_like(drop_sorted).scatter_(0, order, drop_sorted);
-    probs = probs.masked_fill(drop, 0);
+    // Keep the smallest prefix of tokens, by falling probability, whose mass reaches top_p. It
+    // lies among the few most likely tokens: sort only the top k, with k grown until the prefix
+    // ends inside them (sorting the whole vocabulary took most of a sampled step).
+    for (int64_t k = std::min<int64_t>(V, 64);; k = std::min<int64_t>(V, 4 * k)) {
+      auto [sorted, order] = probs.topk(k, 0, /*largest=*/true, /*sorted=*/true);
+      auto mass_before = sorted.cumsum(0) - sorted;
+      if (k < V && mass_before[k - 1].item<float>() < params_.top_p) continue;
+      auto keep = order.masked_select(mass_before < params_.top_p);
+      probs = at::zeros_like(probs).index_copy_(0, keep, probs.index_select(0, keep));
+      break;
+    }
   }
   if (params_.min_p > 0) probs = probs.masked_fill(probs < probs.max() * params_.min_p, 0);
   return probs / probs.sum();
