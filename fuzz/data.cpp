@@ -1,9 +1,12 @@
 // Training and evaluation data: a JSONL file (text and chat-message records) read into training
 // documents with the default model's tokenizer and chat template, and the same bytes as a
-// plain-text document; then both read by dms eval's loader (--field text, cut to 64 tokens).
+// plain-text document; then both read by dms eval's loader (--field text, cut to 64 tokens), as a
+// dms solve task file, and as a model's reply to a number and to a choice problem.
+#include <algorithm>
 #include <sstream>
 
 #include "dms/eval/documents.h"
+#include "dms/eval/tasks.h"
 #include "dms/train/data_documents.h"
 #include "fuzz_common.h"
 
@@ -22,6 +25,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     o.chat_template = d.chat_template.get();
     std::istringstream in(text);
     fuzz::expect_ok_or_error([&] { eval::load_documents(in, name, *d.tokenizer, o); });
+  }
+  std::istringstream tasks(text);
+  fuzz::expect_ok_or_error([&] { eval::load_tasks(tasks, "tasks.jsonl"); });
+  const eval::TaskProblem number{"n", "f", "", 1, "q", "12", {}}, choice{"c", "f", "", 1, "q", "Ben", {"Anna", "Ben", "B"}};
+  for (const auto* p : {&number, &choice}) {
+    const std::string answer = eval::extract_answer(text, *p);
+    if (!p->choices.empty() && !answer.empty() &&
+        std::find(p->choices.begin(), p->choices.end(), answer) == p->choices.end())
+      __builtin_trap();  // a choice answer is always one of the choices
   }
   return 0;
 }

@@ -93,6 +93,10 @@ def main() -> None:
                                {"role": "assistant", "content": "Hello!"}]},
         {"id": "doc-2", "text": "caf\u00e9 \u65e5\u672c", "extra": [1, 2.5, None, True]},
     ]) + b"\n\n")
+    put(out, "data", "tasks.jsonl", b"\n".join(json.dumps(r).encode() for r in [
+        {"id": "a", "family": "arithmetic", "level": 1, "split": "test", "question": "What is 7 + 5?", "answer": "12"},
+        {"id": "b", "family": "ordering", "level": 2, "question": "Who?", "answer": "Ben", "choices": ["Anna", "Ben"]},
+    ]) + b"\nSo 7 + 5 = 12. The answer is: **1,200.0** \\boxed{Ben}\n#### 3\n")
     for i, body in enumerate([
         {"model": "default", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "temperature": 0.7,
          "top_p": 0.9, "stop": ["\n"], "stream": True, "stream_options": {"include_usage": True}, "seed": 3},

@@ -318,11 +318,10 @@ int run_solve(int argc, char** argv) {
   std::printf("\n");
   print_points(points);
   print_groups(points, o.samples.front(), o.limits.back());
-  for (const std::string reference : {"dense"})
-    if (std::find(policies.begin(), policies.end(), reference) != policies.end() && policies.size() > 1) {
-      print_frontier(points, policies, reference, false);
-      print_frontier(points, policies, reference, true);
-    }
+  if (std::find(policies.begin(), policies.end(), "dense") != policies.end() && policies.size() > 1) {
+    print_frontier(points, policies, "dense", false);
+    print_frontier(points, policies, "dense", true);
+  }
 
   if (args.has("json")) {
     json out = {{"settings", settings},

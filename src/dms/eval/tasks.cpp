@@ -121,6 +121,10 @@ std::vector<Found> choices_in(const std::string& t, const std::vector<std::strin
 std::vector<TaskProblem> load_tasks(const std::string& path) {
   std::ifstream in(path);
   if (!in) fail(path, "cannot open");
+  return load_tasks(in, path);
+}
+
+std::vector<TaskProblem> load_tasks(std::istream& in, const std::string& path) {
   std::vector<TaskProblem> out;
   std::set<std::string> ids;
   std::string line;

@@ -6,6 +6,7 @@
 // "choices" (the candidate answers named in the question, e.g. people).
 #pragma once
 #include <cstdint>
+#include <istream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,6 +25,8 @@ struct TaskProblem {
 // not an object, a missing or mistyped member, a repeated id, a numeric answer that is not a
 // decimal integer, an answer that is not one of its choices, or no problem at all.
 std::vector<TaskProblem> load_tasks(const std::string& path);
+// The same from a stream, `name` standing for the file in messages.
+std::vector<TaskProblem> load_tasks(std::istream& in, const std::string& name);
 
 // The answer a reply gives, in the problem's own spelling ("" when it gives none). The last of
 // the phrases "the answer is", "answer:", "final answer", "####" and "\boxed{" decides: the first
