@@ -1,9 +1,16 @@
 // GB/s of weights read per quant_matmul call on the default model's shapes (SmolLM2-135M: Q4_1
-// layers, Q8_0 tied embedding/output), per ISA level, at n = 1 and n = 64, beside at::mm on the
-// fp32 weights the engine uses today; and, with --crossover, decode against batched path times
-// over n. Not a test: numbers depend on the machine and its load (bench/RESULTS.md).
+// layers, Q8_0 tied embedding/output), per ISA level, at n = 1 and n = 64 (or the activation row
+// counts --n lists), beside at::mm on the fp32 weights the engine uses today; and, with
+// --crossover, decode against batched path times over n. Not a test: numbers depend on the
+// machine and its load (bench/RESULTS.md).
 //
-//   build-quant/quant_matmul_bench [--crossover] [--seconds S] [--threads T] [--pool-mib M]
+//   build-quant/quant_matmul_bench [--crossover | --dequant] [--seconds S] [--threads T] [--pool-mib M]
+//                                  [--n N,N,...]
+//
+// --dequant times the batched path's dequantizer alone, per ISA, on one thread: each matrix
+// dequantized into a 64-row scratch reused row after row (in cache, as the path's tile).
+// From kBatchedMinRows rows on (n = 64) a call takes the batched path, whose ISAs differ only in
+// the dequantizer: the "scalar" row there is dms::dequantize_row, the others the ISA's SIMD one.
 //
 // Each call reads a different copy of the weights, cycling through a pool of at least 128 MiB,
 // so the bytes come from memory rather than a warm cache, as in a decode step over a whole model;
@@ -14,6 +21,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -21,6 +29,7 @@
 #include <vector>
 
 #include "dms/format/ggml_types.h"
+#include "dms/kernels/cpu/quant_blocks.h"
 #include "dms/kernels/cpu/quant_matmul.h"
 
 namespace {
@@ -31,6 +40,7 @@ using dms::cpu::QuantMatrix;
 using dms::cpu::QuantPath;
 
 size_t kPoolBytes = size_t{128} << 20;
+std::vector<int64_t> kRowCounts = {1, 64};  // activation rows, for the bandwidth table
 
 struct Shape {
   const char* what;
@@ -104,7 +114,7 @@ void bandwidth(double seconds) {
     for (int64_t r = 0; r < s.rows; ++r) dms::cpu::quant_row(pool.at(0, s), r, dense.data() + r * s.cols);
     for (size_t c = 1; c < dense_copies; ++c)
       std::copy(dense.begin(), dense.begin() + dense_elems, dense.begin() + c * dense_elems);
-    for (int64_t n : {1, 64}) {
+    for (int64_t n : kRowCounts) {
       std::vector<float> x(n * s.cols), y(n * s.rows);
       std::mt19937 rng(2);
       std::normal_distribution<float> normal(0, 1);
@@ -148,24 +158,65 @@ void crossover(double seconds) {
   }
 }
 
+dms::cpu::quant::DequantRow dequantizer(CpuIsa isa, GgmlType t) {
+  dms::cpu::quant::Kernels k{};
+  dms::cpu::quant::fill_scalar(k);
+  if (isa == CpuIsa::Avx2) dms::cpu::quant::fill_avx2(k);
+  if (isa == CpuIsa::Avx512) dms::cpu::quant::fill_avx512(k);
+  return t == GgmlType::Q4_1 ? k.dequant_q4_1 : t == GgmlType::Q8_0 ? k.dequant_q8_0 : nullptr;
+}
+
+void dequant(double seconds) {
+  std::printf("%-12s %-5s %11s  %-8s %9s %9s %9s\n", "matrix", "type", "shape", "kernel", "ms", "GB/s", "ns/row");
+  for (const Shape& s : kShapes) {
+    const Pool pool = make_pool(s);
+    const int64_t chunk = 64, blocks = s.cols / dms::ggml_block_elems(s.type);
+    const size_t row_bytes = dms::ggml_row_bytes(s.type, s.cols);
+    std::vector<float> scratch(chunk * s.cols + 16);  // from a cache line's start, as quant_matmul's
+    float* tile = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) & ~uintptr_t{63});
+    for (CpuIsa isa : isas()) {
+      const auto deq = dequantizer(isa, s.type);
+      const double sec = median_seconds(seconds, [&](size_t i) {
+        const QuantMatrix m = pool.at(i, s);
+        for (int64_t r = 0; r < s.rows; ++r) deq(m.data + r * row_bytes, blocks, tile + (r % chunk) * s.cols);
+      });
+      std::printf("%-12s %-5s %5lldx%-5lld  %-8s %9.4f %9.2f %9.1f\n", s.what, dms::ggml_type_name(s.type).c_str(),
+                  static_cast<long long>(s.rows), static_cast<long long>(s.cols), dms::cpu::cpu_isa_name(isa),
+                  sec * 1e3, pool.matrix_bytes / sec / 1e9, sec * 1e9 / s.rows);
+      std::fflush(stdout);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool cross = false;
+  bool cross = false, dequant_only = false;
   double seconds = 0.5;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--crossover") cross = true;
+    else if (arg == "--dequant") dequant_only = true;
     else if (arg == "--seconds" && i + 1 < argc) seconds = std::stod(argv[++i]);
     else if (arg == "--threads" && i + 1 < argc) at::set_num_threads(std::stoi(argv[++i]));
     else if (arg == "--pool-mib" && i + 1 < argc) kPoolBytes = std::stoul(argv[++i]) << 20;
-    else {
-      std::fprintf(stderr, "usage: %s [--crossover] [--seconds S] [--threads T] [--pool-mib M]\n", argv[0]);
+    else if (arg == "--n" && i + 1 < argc) {
+      kRowCounts.clear();
+      const std::string list = argv[++i];
+      for (size_t pos = 0; pos <= list.size();) {
+        const size_t end = std::min(list.find(',', pos), list.size());
+        kRowCounts.push_back(std::stoll(list.substr(pos, end - pos)));
+        pos = end + 1;
+      }
+    } else {
+      std::fprintf(stderr, "usage: %s [--crossover | --dequant] [--seconds S] [--threads T] [--pool-mib M] [--n N,N,...]\n",
+                   argv[0]);
       return 2;
     }
   }
   std::printf("threads %d\n", at::get_num_threads());
   if (cross) crossover(seconds);
+  else if (dequant_only) dequant(seconds);
   else bandwidth(seconds);
   return 0;
 }

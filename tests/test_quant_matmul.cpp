@@ -1,5 +1,6 @@
 // dms::cpu::quant_matmul and quant_row against dms::dequantize_row (the format's own dequantizer)
-// and an fp64 matmul, on random blocks, for every type and every ISA level this CPU runs.
+// and an fp64 matmul, on random blocks, for every type and every ISA level this CPU runs; and the
+// batched path's per-ISA dequantizers against dms::dequantize_row, bit for bit.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "dms/format/ggml_types.h"
+#include "dms/kernels/cpu/quant_blocks.h"
 #include "dms/kernels/cpu/quant_matmul.h"
 #include "dms/util/error.h"
 
@@ -232,12 +234,96 @@ TEST(QuantMatmul, DecodePathEveryTypeAndIsa) {
           for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17}) check(spec, isa, QuantPath::Decode, rows, cols, n, ++seed);
 }
 
+// On the scalar dequantizer (dms::dequantize_row) and the best ISA's (the default); the others
+// give the same bits (DequantizerIsDequantizeRowBitForBit).
 TEST(QuantMatmul, BatchedPathEveryType) {
   uint64_t seed = 1000;
+  std::vector<CpuIsa> isas = {CpuIsa::Scalar};
+  if (supported_isas().back() != CpuIsa::Scalar) isas.push_back(supported_isas().back());
   for (const TypeSpec& spec : type_specs())
-    for (int64_t cols : test_cols(spec.type))
-      for (int64_t rows : {1, 7, 33, 300})
-        for (int64_t n : {1, 5, 16, 64}) check(spec, CpuIsa::Scalar, QuantPath::Batched, rows, cols, n, ++seed);
+    for (CpuIsa isa : isas)
+      for (int64_t cols : test_cols(spec.type))
+        for (int64_t rows : {1, 7, 33, 300})
+          for (int64_t n : {1, 5, 16, 64}) check(spec, isa, QuantPath::Batched, rows, cols, n, ++seed);
+}
+
+// The kernel table quant_matmul builds for an ISA: the scalar fill, then the ISA's.
+dms::cpu::quant::Kernels isa_kernels(CpuIsa isa) {
+  dms::cpu::quant::Kernels k{};
+  dms::cpu::quant::fill_scalar(k);
+  if (isa == CpuIsa::Avx2) dms::cpu::quant::fill_avx2(k);
+  if (isa == CpuIsa::Avx512) dms::cpu::quant::fill_avx512(k);
+  return k;
+}
+
+dms::cpu::quant::DequantRow dequantizer(const dms::cpu::quant::Kernels& k, GgmlType t) {
+  switch (t) {
+    case GgmlType::Q4_0: return k.dequant_q4_0;
+    case GgmlType::Q4_1: return k.dequant_q4_1;
+    case GgmlType::Q5_0: return k.dequant_q5_0;
+    case GgmlType::Q5_1: return k.dequant_q5_1;
+    case GgmlType::Q8_0: return k.dequant_q8_0;
+    case GgmlType::Q2_K: return k.dequant_q2_k;
+    case GgmlType::Q3_K: return k.dequant_q3_k;
+    case GgmlType::Q4_K: return k.dequant_q4_k;
+    case GgmlType::Q5_K: return k.dequant_q5_k;
+    case GgmlType::Q6_K: return k.dequant_q6_k;
+    case GgmlType::F16: return k.dequant_f16;
+    case GgmlType::BF16: return k.dequant_bf16;
+    default: return nullptr;
+  }
+}
+
+// The batched path's dequantizer of every type on every ISA gives dms::dequantize_row's bits, on
+// random blocks (zero, subnormal and largest fp16 scales among them; for F16 and BF16 every bit
+// pattern, infinities and NaN included), rows of several lengths, the source one byte off any
+// alignment and the destination one float off, writing nothing past the row's end.
+TEST(QuantMatmul, DequantizerIsDequantizeRowBitForBit) {
+  uint64_t seed = 6000;
+  constexpr uint32_t kCanary = 0xDEADBEEF;
+  for (CpuIsa isa : supported_isas()) {
+    const dms::cpu::quant::Kernels k = isa_kernels(isa);
+    for (const TypeSpec& spec : type_specs()) {
+      const auto dequant = dequantizer(k, spec.type);
+      ASSERT_NE(dequant, nullptr) << dms::ggml_type_name(spec.type);
+      const int64_t block = dms::ggml_block_elems(spec.type);
+      const std::vector<int64_t> lengths = is_16_bit(spec.type)
+                                               ? std::vector<int64_t>{1, 7, 8, 9, 15, 16, 17, 100, 576}
+                                               : std::vector<int64_t>{1, 2, 3, 5, 18, 48};  // in blocks
+      for (int64_t length : lengths) {
+        const int64_t cols = is_16_bit(spec.type) ? length : length * block, rows = 9;
+        std::mt19937_64 rng(++seed);
+        Weights w = random_weights(spec, rows, cols, rng);
+        if (is_16_bit(spec.type)) {  // any 16 bits: NaN (quiet and signalling), infinities, subnormals
+          for (auto& b : w.bytes) b = static_cast<uint8_t>(rng());
+          for (int64_t r = 0; r < rows; ++r)
+            dms::dequantize_row(spec.type, w.bytes.data() + r * 2 * cols, w.values.data() + r * cols, cols);
+        }
+        const size_t row_bytes = dms::ggml_row_bytes(spec.type, cols);
+        const int64_t blocks = cols / block;
+        std::vector<uint8_t> src(row_bytes + 1);
+        std::vector<float> out(cols + 9);
+        for (int64_t r = 0; r < rows; ++r) {
+          std::memcpy(src.data() + 1, w.bytes.data() + r * row_bytes, row_bytes);
+          for (float& f : out) std::memcpy(&f, &kCanary, 4);
+          dequant(src.data() + 1, blocks, out.data() + 1);
+          const std::string what = std::string(dms::ggml_type_name(spec.type)) + " " + dms::cpu::cpu_isa_name(isa) +
+                                   " cols " + std::to_string(cols) + " row " + std::to_string(r);
+          for (int64_t j = 0; j < cols; ++j) {
+            uint32_t got, want;
+            std::memcpy(&got, &out[1 + j], 4);
+            std::memcpy(&want, &w.values[r * cols + j], 4);
+            ASSERT_EQ(got, want) << what << " element " << j << ": " << out[1 + j] << " vs " << w.values[r * cols + j];
+          }
+          for (int64_t j : {int64_t{0}, cols + 1, cols + 8}) {
+            uint32_t bits;
+            std::memcpy(&bits, &out[j], 4);
+            ASSERT_EQ(bits, kCanary) << what << ": wrote outside the row at " << j - 1;
+          }
+        }
+      }
+    }
+  }
 }
 
 TEST(QuantMatmul, AutoPathAtTheCrossover) {

@@ -34,6 +34,12 @@ using QuantizeActs = void (*)(const float* x, int64_t n, int64_t cols, int16_t* 
 using RowDotI16 = void (*)(const uint8_t* row, int64_t blocks, const ActRows& x, int n, float* out,
                            int64_t out_stride);
 
+// Writes the row's `blocks` weight blocks (for F16 and BF16, `blocks` values) to out as fp32, the
+// same bits as dms::dequantize_row for every block whose scale fields are finite (and, for F16 and
+// BF16, for every value): each weight's multiply and add are rounded separately, as there, never
+// fused. The batched path's dequantizer.
+using DequantRow = void (*)(const uint8_t* row, int64_t blocks, float* out);
+
 // One ISA's kernels; the ISA's fill leaves a type it has no kernel for on the scalar one. The
 // 16-bit-activation kernels are null where the ISA has none (the decode path then keeps fp32
 // activations).
@@ -43,6 +49,9 @@ struct Kernels {
   RowDot f16, bf16;
   QuantizeActs quantize_acts;
   RowDotI16 q4_0_i16, q4_1_i16, q5_0_i16, q5_1_i16, q8_0_i16, q4_k_i16, q6_k_i16;
+  DequantRow dequant_q4_0, dequant_q4_1, dequant_q5_0, dequant_q5_1, dequant_q8_0;
+  DequantRow dequant_q2_k, dequant_q3_k, dequant_q4_k, dequant_q5_k, dequant_q6_k;
+  DequantRow dequant_f16, dequant_bf16;
 };
 
 // Filled by quant_kernels_<isa>.cpp. Call the x86 ones only where the CPU has the ISA.

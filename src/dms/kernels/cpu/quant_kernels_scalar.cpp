@@ -1,6 +1,7 @@
 // Portable row kernels for every supported type: the fallback on any CPU, and the only kernel of
 // the types without a SIMD one. The weight row is dequantized by dms::dequantize_row (the
-// format's reference) into a per-thread scratch and dotted with each fp32 activation row.
+// format's reference) into a per-thread scratch and dotted with each fp32 activation row. The
+// dequantizers are dms::dequantize_row itself.
 #include <vector>
 
 #include "dms/format/ggml_types.h"
@@ -31,6 +32,12 @@ void dot_dequantized(const uint8_t* row, int64_t blocks, const float* x, int64_t
   }
 }
 
+// The format's reference dequantizer, as a DequantRow.
+template <GgmlType T>
+void dequantize_blocks(const uint8_t* row, int64_t blocks, float* out) {
+  dequantize_row(T, row, out, blocks * ggml_block_elems(T));
+}
+
 }  // namespace
 
 void fill_scalar(Kernels& k) {
@@ -46,6 +53,18 @@ void fill_scalar(Kernels& k) {
   k.q6_k = dot_dequantized<GgmlType::Q6_K>;
   k.f16 = dot_dequantized<GgmlType::F16>;
   k.bf16 = dot_dequantized<GgmlType::BF16>;
+  k.dequant_q4_0 = dequantize_blocks<GgmlType::Q4_0>;
+  k.dequant_q4_1 = dequantize_blocks<GgmlType::Q4_1>;
+  k.dequant_q5_0 = dequantize_blocks<GgmlType::Q5_0>;
+  k.dequant_q5_1 = dequantize_blocks<GgmlType::Q5_1>;
+  k.dequant_q8_0 = dequantize_blocks<GgmlType::Q8_0>;
+  k.dequant_q2_k = dequantize_blocks<GgmlType::Q2_K>;
+  k.dequant_q3_k = dequantize_blocks<GgmlType::Q3_K>;
+  k.dequant_q4_k = dequantize_blocks<GgmlType::Q4_K>;
+  k.dequant_q5_k = dequantize_blocks<GgmlType::Q5_K>;
+  k.dequant_q6_k = dequantize_blocks<GgmlType::Q6_K>;
+  k.dequant_f16 = dequantize_blocks<GgmlType::F16>;
+  k.dequant_bf16 = dequantize_blocks<GgmlType::BF16>;
 }
 
 }  // namespace dms::cpu::quant
