@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib import ticker
 
 COLORS = {"dense": "#444444", "dms": "#d62728", "streaming": "#1f77b4", "h2o": "#2ca02c", "tova": "#9467bd"}
 MIB = 1024.0 * 1024.0
@@ -55,6 +56,9 @@ def main():
                 ax.annotate(f"k{p['k']}/{p['max_tokens']}", (p[key] / MIB, 100 * p["accuracy"]), fontsize=7,
                             textcoords="offset points", xytext=(3, 3), color=c)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel(label)
         ax.set_ylabel("majority-vote accuracy (%)")
         ax.grid(True, alpha=0.3)
