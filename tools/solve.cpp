@@ -137,7 +137,7 @@ int run_solve(int argc, char** argv) {
   args.option("tasks", "FILE", "problems, one JSON object per line (docs/EVAL.md)")
       .option("problems", "N", "the first N problems only", "all")
       .option("policies", "LIST", "policies, from dense, dms, streaming, h2o, tova", "dense,dms,h2o,tova,streaming")
-      .option("samples", "LIST", "sample counts k, ascending", "1,2,4,8,16")
+      .option("samples", "LIST", "sample counts k, ascending", "1,2,4,8,16,32")
       .option("max-tokens", "LIST", "limits on each reply's tokens, ascending", "128,256")
       .option("temperature", "T", "sampling temperature; 0 decodes greedily", "0.7")
       .option("top-k", "K", "sample among the K most likely tokens; 0: off", "0")
