@@ -253,17 +253,9 @@ int run_solve(int argc, char** argv) {
     PolicyUnderTest policy{name, name, {}};
     policy.options.dms = {c.dms.window, forced, o.sampling.seed};
     if (is_budget_policy(name)) {
-      std::vector<int64_t> seen;
-      int64_t dense_keys = 0, held = 0;
-      for (const auto& r : results["dms"]) {
-        seen.insert(seen.end(), r.seen.begin(), r.seen.end());
-        for (size_t i = 0; i < r.seen.size(); ++i) {
-          dense_keys += r.dense_keys[i];
-          held += r.keys_held[i];
-        }
-      }
-      const double target = static_cast<double>(dense_keys) / static_cast<double>(std::max<int64_t>(held, 1));
-      budget_ratio[name] = matched_ratio(seen, std::max(1.0, target), min_tokens);
+      std::vector<int64_t> seen;  // dms ran first: its samples' lengths and memory ratio set the budget
+      for (const auto& r : results["dms"]) seen.insert(seen.end(), r.seen.begin(), r.seen.end());
+      budget_ratio[name] = matched_ratio(seen, std::max(1.0, memory_ratio["dms"]), min_tokens);
       policy.options.budget = Budget{budget_ratio[name], 0, min_tokens};
       policy.options.sinks = sinks;
       policy.options.recent_share = recent_share;
