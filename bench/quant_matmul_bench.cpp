@@ -12,6 +12,9 @@
 // From kBatchedMinRows rows on (n = 64) a call takes the batched path, whose ISAs differ only in
 // the dequantizer: the "scalar" row there is dms::dequantize_row, the others the ISA's SIMD one.
 //
+// Q4_1 and Q8_0 are timed in both layouts: rows as the file stores them ("rows") and packed as
+// the engine holds them (quant_pack, "packed"); --crossover uses the packed layout.
+//
 // Each call reads a different copy of the weights, cycling through a pool of at least 128 MiB,
 // so the bytes come from memory rather than a warm cache, as in a decode step over a whole model;
 // the fp32 weights of today's path likewise. `--pool-mib 0` keeps one copy (warm in cache: the
@@ -58,12 +61,13 @@ const Shape kShapes[] = {
 struct Pool {
   std::vector<uint8_t> bytes;
   size_t matrix_bytes = 0, copies = 0;
+  bool packed = false;
   QuantMatrix at(size_t i, const Shape& s) const {
-    return {s.type, s.rows, s.cols, bytes.data() + (i % copies) * matrix_bytes};
+    return {s.type, s.rows, s.cols, bytes.data() + (i % copies) * matrix_bytes, packed};
   }
 };
 
-Pool make_pool(const Shape& s) {
+Pool make_pool(const Shape& s, bool packed = false) {
   Pool p;
   p.matrix_bytes = dms::ggml_row_bytes(s.type, s.cols) * s.rows;
   p.copies = std::max<size_t>(1, kPoolBytes / p.matrix_bytes);
@@ -75,6 +79,14 @@ Pool make_pool(const Shape& s) {
   for (size_t off = 0; off < p.bytes.size(); off += block_bytes) {
     std::memcpy(&p.bytes[off], &scale, 2);
     if (s.type == GgmlType::Q4_1) std::memcpy(&p.bytes[off + 2], &scale, 2);
+  }
+  if (packed) {
+    std::vector<uint8_t> one(p.matrix_bytes);
+    for (size_t c = 0; c < p.copies; ++c) {
+      dms::cpu::quant_pack(p.at(c, s), one.data());
+      std::memcpy(p.bytes.data() + c * p.matrix_bytes, one.data(), one.size());
+    }
+    p.packed = true;
   }
   return p;
 }
@@ -106,6 +118,8 @@ void bandwidth(double seconds) {
   std::printf("%-12s %-5s %11s %4s  %-14s %9s %9s\n", "matrix", "type", "shape", "n", "kernel", "ms", "GB/s");
   for (const Shape& s : kShapes) {
     const Pool pool = make_pool(s);
+    const bool packable = dms::cpu::quant_packable({s.type, s.rows, s.cols, pool.bytes.data()});
+    const Pool packed_pool = packable ? make_pool(s, true) : Pool{};
     // Today's path: at::mm on fp32 weights, from a pool of fp32 copies of the same size (the
     // lm head's 113 MiB is a pool of one); its GB/s counts the quantized bytes it stands in for.
     const int64_t dense_elems = s.rows * s.cols;
@@ -126,8 +140,12 @@ void bandwidth(double seconds) {
         std::fflush(stdout);
       };
       for (CpuIsa isa : isas()) {
-        row(std::string(dms::cpu::cpu_isa_name(isa)), median_seconds(seconds, [&](size_t i) {
+        row(std::string(dms::cpu::cpu_isa_name(isa)) + " rows", median_seconds(seconds, [&](size_t i) {
               dms::cpu::quant_matmul(pool.at(i, s), x.data(), n, y.data(), {isa, QuantPath::Auto});
+            }));
+        if (!packed_pool.packed || isa == CpuIsa::Scalar) continue;
+        row(std::string(dms::cpu::cpu_isa_name(isa)) + " packed", median_seconds(seconds, [&](size_t i) {
+              dms::cpu::quant_matmul(packed_pool.at(i, s), x.data(), n, y.data(), {isa, QuantPath::Auto});
             }));
       }
       const at::Tensor xt = at::from_blob(x.data(), {n, s.cols}, at::kFloat);
@@ -143,7 +161,7 @@ void crossover(double seconds) {
   const CpuIsa best = isas().back();
   std::printf("%-12s %4s %12s %12s   (%s, ms per call)\n", "matrix", "n", "decode", "batched", dms::cpu::cpu_isa_name(best));
   for (const Shape& s : kShapes) {
-    const Pool pool = make_pool(s);
+    const Pool pool = make_pool(s, dms::cpu::quant_pack_supports(s.type));
     for (int64_t n : {1, 2, 4, 8, 12, 16, 24, 32, 64}) {
       std::vector<float> x(n * s.cols, 0.5f), y(n * s.rows);
       double sec[2];

@@ -19,6 +19,7 @@ namespace {
 using dms::GgmlType;
 using dms::cpu::CpuIsa;
 using dms::cpu::QuantMatrix;
+using dms::cpu::Activations;
 using dms::cpu::QuantPath;
 
 constexpr double kEps = 0x1p-24;  // fp32 unit roundoff
@@ -210,18 +211,39 @@ std::vector<int64_t> test_cols(GgmlType t) {
   return block == 32 ? std::vector<int64_t>{32, 96, 576} : std::vector<int64_t>{256, 768};
 }
 
-void check(const TypeSpec& spec, CpuIsa isa, QuantPath path, int64_t rows, int64_t cols, int64_t n, uint64_t seed) {
+// w's matrix packed by quant_pack, in storage of its own.
+struct PackedCopy {
+  std::vector<uint8_t> bytes;
+  QuantMatrix matrix;
+};
+
+PackedCopy packed(const Weights& w) {
+  PackedCopy p{std::vector<uint8_t>(w.bytes.size()), w.matrix};
+  dms::cpu::quant_pack(w.matrix, p.bytes.data());
+  p.matrix.data = p.bytes.data();
+  p.matrix.packed = true;
+  return p;
+}
+
+bool packs(const TypeSpec& spec) { return dms::cpu::quant_pack_supports(spec.type); }
+
+// The weights in the row layout, or packed (quant_pack); the activations the decode path uses.
+void check(const TypeSpec& spec, CpuIsa isa, QuantPath path, int64_t rows, int64_t cols, int64_t n, uint64_t seed,
+           bool pack = false, Activations activations = Activations::Int16) {
   std::mt19937_64 rng(seed);
   const Weights w = random_weights(spec, rows, cols, rng);
+  const PackedCopy p = pack ? packed(w) : PackedCopy{};
   const std::vector<float> x = random_activations(n, cols, rng);
   std::vector<float> y(n * rows, std::nanf(""));
-  dms::cpu::quant_matmul(w.matrix, x.data(), n, y.data(), {isa, path});
-  const Expected e = reference(spec, w, x, n, path_of(spec, isa, path, n));
+  dms::cpu::quant_matmul(pack ? p.matrix : w.matrix, x.data(), n, y.data(), {isa, path, activations});
+  Path expected = path_of(spec, isa, path, n);
+  if (expected == Path::Int16 && activations == Activations::Float) expected = Path::Float;
+  const Expected e = reference(spec, w, x, n, expected);
   for (int64_t i = 0; i < n * rows; ++i) {
     ASSERT_LE(std::fabs(y[i] - e.y[i]), e.tol[i])
         << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa)
-        << (path == QuantPath::Batched ? " batched" : " decode") << " rows " << rows << " cols " << cols << " n " << n
-        << " output " << i << ": " << y[i] << " vs " << e.y[i];
+        << (path == QuantPath::Batched ? " batched" : " decode") << (pack ? " packed" : "") << " rows " << rows
+        << " cols " << cols << " n " << n << " output " << i << ": " << y[i] << " vs " << e.y[i];
   }
 }
 
@@ -232,6 +254,22 @@ TEST(QuantMatmul, DecodePathEveryTypeAndIsa) {
       for (int64_t cols : test_cols(spec.type))
         for (int64_t rows : {1, 7, 33})
           for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17}) check(spec, isa, QuantPath::Decode, rows, cols, n, ++seed);
+}
+
+// Packed matrices (whole groups of 16 rows) on the decode path: the packed kernels with 16-bit
+// activations, and the row kernels on unpacked rows with fp32 activations (and on the scalar ISA).
+TEST(QuantMatmul, DecodePathPackedEveryIsa) {
+  uint64_t seed = 500;
+  for (const TypeSpec& spec : type_specs()) {
+    if (!packs(spec)) continue;
+    for (CpuIsa isa : supported_isas())
+      for (int64_t cols : test_cols(spec.type))
+        for (int64_t rows : {16, 48})
+          for (int64_t n : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17}) {
+            check(spec, isa, QuantPath::Decode, rows, cols, n, ++seed, true);
+            if (n == 3) check(spec, isa, QuantPath::Decode, rows, cols, n, ++seed, true, Activations::Float);
+          }
+  }
 }
 
 // On the scalar dequantizer (dms::dequantize_row) and the best ISA's (the default); the others
@@ -245,6 +283,49 @@ TEST(QuantMatmul, BatchedPathEveryType) {
       for (int64_t cols : test_cols(spec.type))
         for (int64_t rows : {1, 7, 33, 300})
           for (int64_t n : {1, 5, 16, 64}) check(spec, isa, QuantPath::Batched, rows, cols, n, ++seed);
+}
+
+// Packed: the column-major tiles of the packed dequantizers (the scalar ISA's go a row at a time),
+// 912 rows of 576 being two tiles.
+TEST(QuantMatmul, BatchedPathPacked) {
+  uint64_t seed = 1500;
+  for (const TypeSpec& spec : type_specs()) {
+    if (!packs(spec)) continue;
+    for (CpuIsa isa : supported_isas())
+      for (int64_t cols : test_cols(spec.type))
+        for (int64_t rows : {16, 48, 912})
+          for (int64_t n : {1, 5, 64}) {
+            if (rows == 912 && cols != 576) continue;
+            check(spec, isa, QuantPath::Batched, rows, cols, n, ++seed, true);
+          }
+  }
+}
+
+// quant_pack moves bytes: every row comes back as it was, and the packed matrix holds as many bytes.
+// What it cannot pack it refuses.
+TEST(QuantMatmul, PackedRowsUnpackToTheirBytes) {
+  uint64_t seed = 1700;
+  for (const TypeSpec& spec : type_specs()) {
+    if (!packs(spec)) continue;
+    std::mt19937_64 rng(++seed);
+    const int64_t rows = 32, cols = 96;
+    const Weights w = random_weights(spec, rows, cols, rng);
+    ASSERT_TRUE(dms::cpu::quant_packable(w.matrix));
+    const PackedCopy p = packed(w);
+    EXPECT_NE(p.bytes, w.bytes) << dms::ggml_type_name(spec.type);
+    const size_t row_bytes = dms::ggml_row_bytes(spec.type, cols);
+    std::vector<uint8_t> row(row_bytes);
+    for (int64_t r = 0; r < rows; ++r) {
+      dms::cpu::quant_row_bytes(p.matrix, r, row.data());
+      ASSERT_EQ(0, std::memcmp(row.data(), w.bytes.data() + r * row_bytes, row_bytes))
+          << dms::ggml_type_name(spec.type) << " row " << r;
+    }
+  }
+  std::vector<uint8_t> bytes(48 * 24), out(bytes.size());
+  EXPECT_FALSE(dms::cpu::quant_packable({GgmlType::Q4_1, 17, 32, bytes.data()}));  // not whole groups
+  EXPECT_FALSE(dms::cpu::quant_packable({GgmlType::Q5_0, 16, 32, bytes.data()}));  // no packed layout
+  EXPECT_THROW(dms::cpu::quant_pack({GgmlType::Q4_1, 17, 32, bytes.data()}, out.data()), dms::Error);
+  EXPECT_THROW(dms::cpu::quant_pack({GgmlType::Q5_0, 16, 32, bytes.data()}, out.data()), dms::Error);
 }
 
 // The kernel table quant_matmul builds for an ISA: the scalar fill, then the ISA's.
@@ -326,6 +407,86 @@ TEST(QuantMatmul, DequantizerIsDequantizeRowBitForBit) {
   }
 }
 
+dms::cpu::quant::PackedDequant packed_dequantizer(const dms::cpu::quant::Kernels& k, GgmlType t) {
+  return t == GgmlType::Q4_0 ? k.packed_dequant_q4_0 : t == GgmlType::Q4_1 ? k.packed_dequant_q4_1
+       : t == GgmlType::Q8_0 ? k.packed_dequant_q8_0 : nullptr;
+}
+
+// The packed dequantizers (SIMD ISAs) give dms::dequantize_row's bits, column-major with the
+// stride asked for, writing nothing outside their 16 columns.
+TEST(QuantMatmul, PackedDequantizerIsDequantizeRowBitForBit) {
+  uint64_t seed = 6500;
+  constexpr uint32_t kCanary = 0xDEADBEEF;
+  for (CpuIsa isa : supported_isas()) {
+    if (isa == CpuIsa::Scalar) continue;
+    const dms::cpu::quant::Kernels k = isa_kernels(isa);
+    for (const TypeSpec& spec : type_specs()) {
+      if (!packs(spec)) continue;
+      const auto dequant = packed_dequantizer(k, spec.type);
+      ASSERT_NE(dequant, nullptr) << dms::ggml_type_name(spec.type);
+      for (int64_t blocks : {1, 3, 18}) {
+        const int64_t rows = 32, cols = 32 * blocks, stride = 35;  // two groups, 3 canary columns
+        std::mt19937_64 rng(++seed);
+        const Weights w = random_weights(spec, rows, cols, rng);
+        const PackedCopy p = packed(w);
+        std::vector<float> out(cols * stride);
+        for (float& f : out) std::memcpy(&f, &kCanary, 4);
+        const size_t group_bytes = 16 * dms::ggml_row_bytes(spec.type, cols);
+        for (int64_t g = 0; g < 2; ++g) dequant(p.bytes.data() + g * group_bytes, blocks, out.data() + 16 * g, stride);
+        for (int64_t e = 0; e < cols; ++e)
+          for (int64_t c = 0; c < stride; ++c) {
+            uint32_t got, want = kCanary;
+            std::memcpy(&got, &out[e * stride + c], 4);
+            if (c < rows) std::memcpy(&want, &w.values[c * cols + e], 4);
+            ASSERT_EQ(got, want) << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa) << " cols "
+                                 << cols << " element " << e << " column " << c;
+          }
+      }
+    }
+  }
+}
+
+dms::cpu::quant::PackedDotI16 packed_kernel(const dms::cpu::quant::Kernels& k, GgmlType t) {
+  return t == GgmlType::Q4_0 ? k.packed_q4_0_i16 : t == GgmlType::Q4_1 ? k.packed_q4_1_i16
+       : t == GgmlType::Q8_0 ? k.packed_q8_0_i16 : nullptr;
+}
+
+// Every build of the packed kernels (AVX2; AVX-512 with and without VNNI, where the CPU has them)
+// does the same arithmetic per row: the same bits. quant_matmul runs the best of them, which the
+// tests above check against the reference; this extends that to the others.
+TEST(QuantMatmul, PackedKernelsGiveTheSameBitsOnEveryIsa) {
+  std::vector<std::pair<std::string, dms::cpu::quant::Kernels>> builds;
+  for (CpuIsa isa : supported_isas())
+    if (isa != CpuIsa::Scalar) builds.emplace_back(dms::cpu::cpu_isa_name(isa), isa_kernels(isa));
+  if (dms::cpu::cpu_isa_supported(CpuIsa::Avx512) && __builtin_cpu_supports("avx512vnni")) {
+    builds.emplace_back("avx512 vnni", isa_kernels(CpuIsa::Avx512));
+    dms::cpu::quant::fill_avx512_vnni(builds.back().second);
+  }
+  if (builds.size() < 2) GTEST_SKIP() << "one SIMD build on this CPU";
+  uint64_t seed = 6800;
+  for (const TypeSpec& spec : type_specs()) {
+    if (!packs(spec)) continue;
+    std::mt19937_64 rng(++seed);
+    const int64_t rows = 32, cols = 576, n = 7;
+    const Weights w = random_weights(spec, rows, cols, rng);
+    const PackedCopy p = packed(w);
+    const std::vector<float> x = random_activations(n, cols, rng);
+    std::vector<int16_t> q(n * cols);
+    std::vector<float> scale(n * cols / 32), sum(scale.size());
+    builds[0].second.quantize_acts(x.data(), n, cols, q.data(), scale.data(), sum.data());
+    const dms::cpu::quant::ActRows acts{q.data(), scale.data(), sum.data(), cols};
+    std::vector<std::vector<float>> out;
+    for (const auto& [name, k] : builds) {
+      out.emplace_back(n * rows);
+      for (int64_t g = 0; g < 2; ++g)
+        packed_kernel(k, spec.type)(p.bytes.data() + g * 16 * dms::ggml_row_bytes(spec.type, cols), cols / 32, acts,
+                                    static_cast<int>(n), out.back().data() + 16 * g, rows);
+      EXPECT_EQ(0, std::memcmp(out.back().data(), out[0].data(), out[0].size() * sizeof(float)))
+          << dms::ggml_type_name(spec.type) << ": " << name << " against " << builds[0].first;
+    }
+  }
+}
+
 TEST(QuantMatmul, AutoPathAtTheCrossover) {
   const TypeSpec& q4_1 = type_specs()[1];
   ASSERT_EQ(q4_1.type, GgmlType::Q4_1);
@@ -355,6 +516,29 @@ TEST(QuantMatmul, DecodeRowDoesNotDependOnTheOtherRows) {
         }
       }
     }
+}
+
+TEST(QuantMatmul, PackedDecodeRowDoesNotDependOnTheOtherRows) {
+  uint64_t seed = 3500;
+  for (const TypeSpec& spec : type_specs()) {
+    if (!packs(spec)) continue;
+    for (CpuIsa isa : supported_isas()) {
+      std::mt19937_64 rng(++seed);
+      const int64_t rows = 48, cols = test_cols(spec.type).back();
+      const Weights w = random_weights(spec, rows, cols, rng);
+      const PackedCopy p = packed(w);
+      const std::vector<float> x = random_activations(17, cols, rng);
+      for (int64_t n : {7, 17}) {
+        std::vector<float> all(n * rows), alone(rows);
+        dms::cpu::quant_matmul(p.matrix, x.data(), n, all.data(), {isa, QuantPath::Decode});
+        for (int64_t t = 0; t < n; ++t) {
+          dms::cpu::quant_matmul(p.matrix, x.data() + t * cols, 1, alone.data(), {isa, QuantPath::Decode});
+          EXPECT_EQ(0, std::memcmp(alone.data(), all.data() + t * rows, rows * sizeof(float)))
+              << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa) << " row " << t << " of " << n;
+        }
+      }
+    }
+  }
 }
 
 // The two paths agree within the sum of their tolerances.
@@ -396,6 +580,16 @@ TEST(QuantMatmul, NonFiniteActivationsStayInTheirRow) {
             EXPECT_FALSE(std::isfinite(y[rows + r])) << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa);
           EXPECT_TRUE(std::isfinite(y[r]) && std::isfinite(y[2 * rows + r])) << dms::ggml_type_name(spec.type);
         }
+        if (!packs(spec)) continue;
+        const Weights w16 = random_weights(spec, 16, cols, rng);
+        const PackedCopy p = packed(w16);
+        std::vector<float> yp(n * 16);
+        dms::cpu::quant_matmul(p.matrix, x.data(), n, yp.data(), {isa, QuantPath::Decode});
+        for (int64_t r = 0; r < 16; ++r) {
+          if (w16.values[r * cols + 7] != 0.0f)
+            EXPECT_FALSE(std::isfinite(yp[16 + r])) << dms::ggml_type_name(spec.type) << " packed " << dms::cpu::cpu_isa_name(isa);
+          EXPECT_TRUE(std::isfinite(yp[r]) && std::isfinite(yp[32 + r])) << dms::ggml_type_name(spec.type) << " packed";
+        }
       }
 }
 
@@ -410,6 +604,14 @@ TEST(QuantMatmul, QuantRowIsDequantizeRow) {
       dms::cpu::quant_row(w.matrix, r, row.data());
       EXPECT_EQ(0, std::memcmp(row.data(), w.values.data() + r * cols, cols * sizeof(float)))
           << dms::ggml_type_name(spec.type) << " row " << r;
+    }
+    if (!packs(spec)) continue;
+    const Weights w32 = random_weights(spec, 32, cols, rng);
+    const PackedCopy p = packed(w32);
+    for (int64_t r = 0; r < 32; ++r) {
+      dms::cpu::quant_row(p.matrix, r, row.data());
+      EXPECT_EQ(0, std::memcmp(row.data(), w32.values.data() + r * cols, cols * sizeof(float)))
+          << dms::ggml_type_name(spec.type) << " packed row " << r;
     }
   }
 }

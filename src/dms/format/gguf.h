@@ -47,6 +47,8 @@ class GgufFile {
   static std::shared_ptr<GgufFile> parse(std::shared_ptr<MappedFile> file);
 
   const std::string& path() const { return file_->path(); }
+  // MappedFile::release for a tensor's bytes (once copied elsewhere, e.g. packed).
+  void release(const GgufTensorInfo& t) const { file_->release(t.data, t.nbytes); }
   uint32_t version() const { return version_; }
   uint32_t alignment() const { return alignment_; }
 

@@ -12,8 +12,18 @@ LinearWeight LinearWeight::quantized_rows(at::Tensor bytes, GgmlType type, int64
   return w;
 }
 
+LinearWeight LinearWeight::packed_rows(const at::Tensor& bytes, GgmlType type, int64_t cols) {
+  LinearWeight w = quantized_rows(bytes, type, cols);
+  if (!cpu::quant_pack_pays(type, cpu::default_cpu_isa()) || !cpu::quant_packable(w.matrix())) return w;
+  auto packed = at::empty_like(bytes, at::MemoryFormat::Contiguous);
+  cpu::quant_pack(w.matrix(), packed.data_ptr<uint8_t>());
+  w.tensor = packed;
+  w.packed = true;
+  return w;
+}
+
 cpu::QuantMatrix LinearWeight::matrix() const {
-  return {.type = stored, .rows = rows(), .cols = cols, .data = tensor.const_data_ptr<uint8_t>()};
+  return {.type = stored, .rows = rows(), .cols = cols, .data = tensor.const_data_ptr<uint8_t>(), .packed = packed};
 }
 
 at::Tensor linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& bias) {

@@ -15,11 +15,15 @@ struct LinearWeight {
   at::Tensor tensor;                // float [out, in]; uint8 [out, row bytes] when quantized()
   GgmlType stored = GgmlType::F32;  // the rows' ggml type; F32: `tensor` holds float weights
   int64_t cols = 0;                 // `in`, when quantized()
+  bool packed = false;              // the rows regrouped by cpu::quant_pack (same bytes, reordered)
 
   LinearWeight() = default;
   LinearWeight(at::Tensor float_weight) : tensor(std::move(float_weight)) {}  // NOLINT: implicit, a float tensor is a weight
   // Rows of `type` as stored: bytes [out, ggml_row_bytes(type, cols)].
   static LinearWeight quantized_rows(at::Tensor bytes, GgmlType type, int64_t cols);
+  // The same, packed (cpu::quant_pack) into new memory where the shape allows it and packing
+  // pays on this CPU (cpu::quant_pack_pays); otherwise `bytes` as they are.
+  static LinearWeight packed_rows(const at::Tensor& bytes, GgmlType type, int64_t cols);
 
   bool defined() const { return tensor.defined(); }
   bool quantized() const { return stored != GgmlType::F32; }

@@ -106,7 +106,9 @@ class GgufSource : public TensorSource {
     return unpermuted(name, out);
   }
   // Quantized and 16-bit matrices stay in the file as rows of bytes; the Llama q/k row
-  // permutation moves whole rows, so those few are copied in Hugging Face order.
+  // permutation moves whole rows, so those few are copied in Hugging Face order. Q4_0, Q4_1 and
+  // Q8_0 matrices are packed for the SIMD kernels into memory of their own (the same bytes,
+  // reordered), and the file's pages they were read from leave the resident set.
   LinearWeight matrix(const std::string& name, at::ScalarType dtype, WeightStorage storage) const override {
     const GgufTensorInfo& t = *info(name);
     if (storage == WeightStorage::Float || t.type == GgmlType::F32 || !cpu::quant_matmul_supports(t.type))
@@ -114,7 +116,9 @@ class GgufSource : public TensorSource {
     const int64_t rows = t.shape[0], cols = t.shape[1];
     const auto row_bytes = static_cast<int64_t>(ggml_row_bytes(t.type, cols));
     auto bytes = at::from_blob(const_cast<uint8_t*>(t.data), {rows, row_bytes}, at::kByte);
-    return LinearWeight::quantized_rows(unpermuted(name, bytes), t.type, cols);
+    LinearWeight w = LinearWeight::packed_rows(unpermuted(name, bytes), t.type, cols);
+    if (w.packed) g_->release(t);
+    return w;
   }
 
  private:

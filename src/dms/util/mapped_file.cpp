@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "dms/util/error.h"
@@ -47,6 +48,14 @@ std::shared_ptr<MappedFile> MappedFile::copy_of(const std::string& name, const u
     f->data_ = copy;
   }
   return f;
+}
+
+void MappedFile::release(const uint8_t* p, size_t n) const {
+  if (!mapped_ || p < data_ || p + n > data_ + size_) return;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 MappedFile::~MappedFile() {

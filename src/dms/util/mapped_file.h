@@ -21,6 +21,9 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Tells the kernel the mapped pages wholly inside [p, p + n) are not needed now (they leave the
+  // process's resident set; reading them again faults them back in from the file). No-op for a copy.
+  void release(const uint8_t* p, size_t n) const;
 
  private:
   MappedFile() = default;

@@ -40,6 +40,18 @@ using RowDotI16 = void (*)(const uint8_t* row, int64_t blocks, const ActRows& x,
 // fused. The batched path's dequantizer.
 using DequantRow = void (*)(const uint8_t* row, int64_t blocks, float* out);
 
+// A packed group of kPackRows (16) weight rows (quant_matmul.h, "The packed layout"), `blocks`
+// blocks long, against quantized activation rows: out[t * out_stride + r] for its rows r and the
+// first n (<= 8) activation rows t. Per row the same arithmetic as RowDotI16 up to the order of
+// the fp32 sums (each block's integer sum is formed whole, then scaled); a row's result is the
+// same bits for every n.
+using PackedDotI16 = void (*)(const uint8_t* group, int64_t blocks, const ActRows& x, int n, float* out,
+                              int64_t out_stride);
+
+// A packed group's weights as fp32, column-major: out[e * out_stride + r] is element e of the
+// group's row r, the same bits as dms::dequantize_row (as DequantRow). The batched path's.
+using PackedDequant = void (*)(const uint8_t* group, int64_t blocks, float* out, int64_t out_stride);
+
 // One ISA's kernels; the ISA's fill leaves a type it has no kernel for on the scalar one. The
 // 16-bit-activation kernels are null where the ISA has none (the decode path then keeps fp32
 // activations).
@@ -52,11 +64,15 @@ struct Kernels {
   DequantRow dequant_q4_0, dequant_q4_1, dequant_q5_0, dequant_q5_1, dequant_q8_0;
   DequantRow dequant_q2_k, dequant_q3_k, dequant_q4_k, dequant_q5_k, dequant_q6_k;
   DequantRow dequant_f16, dequant_bf16;
+  // Null where the ISA has none (quant_matmul then unpacks rows for the row kernels).
+  PackedDotI16 packed_q4_0_i16, packed_q4_1_i16, packed_q8_0_i16;
+  PackedDequant packed_dequant_q4_0, packed_dequant_q4_1, packed_dequant_q8_0;
 };
 
 // Filled by quant_kernels_<isa>.cpp. Call the x86 ones only where the CPU has the ISA.
 void fill_scalar(Kernels& k);
 void fill_avx2(Kernels& k);    // AVX2, FMA, F16C
 void fill_avx512(Kernels& k);  // AVX-512 F/BW/VL on top of the above
+void fill_avx512_vnni(Kernels& k);  // and VNNI: the packed kernels only, over fill_avx512's
 
 }  // namespace dms::cpu::quant

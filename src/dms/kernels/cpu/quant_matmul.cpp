@@ -7,7 +7,9 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "dms/kernels/cpu/quant_blocks.h"
@@ -31,6 +33,9 @@ quant::Kernels make_kernels(CpuIsa isa) {
   quant::fill_scalar(k);  // the ISA's fill leaves the types it has no kernel for on the scalar ones
   if (isa == CpuIsa::Avx2) quant::fill_avx2(k);
   if (isa == CpuIsa::Avx512) quant::fill_avx512(k);
+#if defined(__x86_64__)
+  if (isa == CpuIsa::Avx512 && __builtin_cpu_supports("avx512vnni")) quant::fill_avx512_vnni(k);
+#endif
   return k;
 }
 
@@ -89,13 +94,62 @@ quant::DequantRow dequant_row(const quant::Kernels& k, GgmlType t) {
   }
 }
 
+quant::PackedDotI16 packed_dot(const quant::Kernels& k, GgmlType t) {
+  switch (t) {
+    case GgmlType::Q4_0: return k.packed_q4_0_i16;
+    case GgmlType::Q4_1: return k.packed_q4_1_i16;
+    case GgmlType::Q8_0: return k.packed_q8_0_i16;
+    default: return nullptr;
+  }
+}
+
+quant::PackedDequant packed_dequant(const quant::Kernels& k, GgmlType t) {
+  switch (t) {
+    case GgmlType::Q4_0: return k.packed_dequant_q4_0;
+    case GgmlType::Q4_1: return k.packed_dequant_q4_1;
+    case GgmlType::Q8_0: return k.packed_dequant_q8_0;
+    default: return nullptr;
+  }
+}
+
+// Row r's block of a packed group's block (quant_matmul.h, "The packed layout") and the ggml
+// block it came from: kPack writes the group's bytes from the row's, otherwise the other way.
+template <bool kPack>
+void move_block(GgmlType t, std::conditional_t<kPack, uint8_t*, const uint8_t*> packed, int64_t r,
+                std::conditional_t<kPack, const uint8_t*, uint8_t*> plain) {
+  auto move = [&](int64_t packed_at, int64_t plain_at, size_t bytes) {
+    if constexpr (kPack) std::memcpy(packed + packed_at, plain + plain_at, bytes);
+    else std::memcpy(plain + plain_at, packed + packed_at, bytes);
+  };
+  move(2 * r, 0, 2);  // d
+  if (t == GgmlType::Q8_0) {
+    for (int p = 0; p < 16; ++p) move(32 + 32 * p + 2 * r, 2 + 2 * p, 2);
+    return;
+  }
+  if (t == GgmlType::Q4_1) move(32 + 2 * r, 2, 2);  // m
+  // ggml: element e < 16 is the low nibble of qs[e], element e >= 16 the high nibble of qs[e - 16].
+  const int qs = t == GgmlType::Q4_1 ? 4 : 2, chunks = t == GgmlType::Q4_1 ? 64 : 32;
+  if constexpr (!kPack) std::memset(plain + qs, 0, 16);
+  for (int c = 0; c < 4; ++c) {
+    uint32_t bits = 0;
+    if constexpr (!kPack) std::memcpy(&bits, packed + chunks + 64 * c + 4 * r, 4);
+    for (int i = 0; i < 8; ++i) {
+      const int e = 8 * c + i, at = 4 * (i / 2) + 16 * (i % 2), nibble = e < 16 ? 0 : 4;
+      if constexpr (kPack) bits |= static_cast<uint32_t>((plain[qs + e % 16] >> nibble) & 0x0F) << at;
+      else plain[qs + e % 16] = static_cast<uint8_t>(plain[qs + e % 16] | ((bits >> at) & 0x0F) << nibble);
+    }
+    if constexpr (kPack) std::memcpy(packed + chunks + 64 * c + 4 * r, &bits, 4);
+  }
+}
+
 void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, CpuIsa isa, Activations activations) {
   const quant::Kernels& k = kernels(isa);
   const int64_t blocks = w.cols / ggml_block_elems(w.type);
   const int64_t row_bytes = static_cast<int64_t>(ggml_row_bytes(w.type, w.cols));
   const int64_t grain = std::max<int64_t>(1, kDecodeGrainBytes / std::max<int64_t>(row_bytes, 1));
   const quant::RowDotI16 idot = activations == Activations::Int16 ? row_dot_i16(k, w.type) : nullptr;
-  if (idot) {
+  const quant::PackedDotI16 pdot = w.packed && idot ? packed_dot(k, w.type) : nullptr;
+  if (idot && (pdot || !w.packed)) {
     // The activations are quantized once here; the worker threads read this thread's buffers.
     thread_local std::vector<int16_t> levels;
     thread_local std::vector<float> scales, sums;
@@ -105,6 +159,17 @@ void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Cp
     const int16_t* q = levels.data();
     const float *scale = scales.data(), *sum = sums.data();
     k.quantize_acts(x, n, w.cols, levels.data(), scales.data(), sums.data());
+    if (pdot) {
+      at::parallel_for(0, w.rows / kPackRows, std::max<int64_t>(1, grain / kPackRows), [&](int64_t begin, int64_t end) {
+        for (int64_t t0 = 0; t0 < n; t0 += kMaxRowsPerDot) {
+          const quant::ActRows acts{q + t0 * w.cols, scale + t0 * w.cols / 32, sum + t0 * w.cols / 32, w.cols};
+          const int count = static_cast<int>(std::min<int64_t>(kMaxRowsPerDot, n - t0));
+          for (int64_t g = begin; g < end; ++g)
+            pdot(w.data + g * kPackRows * row_bytes, blocks, acts, count, y + t0 * w.rows + g * kPackRows, w.rows);
+        }
+      });
+      return;
+    }
     at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
       for (int64_t t0 = 0; t0 < n; t0 += kMaxRowsPerDot) {
         const quant::ActRows acts{q + t0 * w.cols, scale + t0 * w.cols / 32, sum + t0 * w.cols / 32, w.cols};
@@ -114,12 +179,16 @@ void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Cp
     });
     return;
   }
+  // fp32 activations: the row kernels, on rows unpacked one at a time where the matrix is packed.
   const quant::RowDot dot = row_dot(k, w.type);
   at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
+    std::vector<uint8_t> unpacked(w.packed ? static_cast<size_t>(row_bytes) : 0);
     for (int64_t r = begin; r < end; ++r) {
+      const uint8_t* row = w.data + r * row_bytes;
+      if (w.packed) quant_row_bytes(w, r, unpacked.data()), row = unpacked.data();
       for (int64_t t0 = 0; t0 < n; t0 += kMaxRowsPerDot) {
         const int count = static_cast<int>(std::min<int64_t>(kMaxRowsPerDot, n - t0));
-        dot(w.data + r * row_bytes, blocks, x + t0 * w.cols, w.cols, count, y + t0 * w.rows + r, w.rows);
+        dot(row, blocks, x + t0 * w.cols, w.cols, count, y + t0 * w.rows + r, w.rows);
       }
     }
   });
@@ -129,11 +198,16 @@ void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Cp
 // dequantizer, the same bits as dms::dequantize_row), then multiplied by at::mm on all threads.
 // (at::mm called from inside at::parallel_for, one tile per thread, oversubscribes the cores: BLAS
 // starts its own threads there and runs 20x slower.)
+//
+// A packed matrix's tile is column-major ([cols, tile rows]: a vector of the packed dequantizer
+// stores one element of 16 rows), and its tiles are whole groups of rows.
 void batched_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, CpuIsa isa) {
   const quant::DequantRow dequant = dequant_row(kernels(isa), w.type);
+  const quant::PackedDequant pdequant = w.packed ? packed_dequant(kernels(isa), w.type) : nullptr;
   const int64_t blocks = w.cols / ggml_block_elems(w.type);
   const int64_t row_bytes = static_cast<int64_t>(ggml_row_bytes(w.type, w.cols));
-  const int64_t tile_rows = std::max<int64_t>(64, kTileBytes / (w.cols * static_cast<int64_t>(sizeof(float))));
+  int64_t tile_rows = std::max<int64_t>(64, kTileBytes / (w.cols * static_cast<int64_t>(sizeof(float))));
+  if (w.packed) tile_rows -= tile_rows % kPackRows;
   thread_local std::vector<float> scratch;
   scratch.resize(static_cast<size_t>(std::min(tile_rows, w.rows) * w.cols) + kCacheLine / sizeof(float));
   // The worker threads write this thread's scratch, from a cache line's start: the dequantizers'
@@ -144,6 +218,28 @@ void batched_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, C
   const at::Tensor xt = at::from_blob(const_cast<float*>(x), {n, w.cols}, at::kFloat);
   for (int64_t r0 = 0; r0 < w.rows; r0 += tile_rows) {
     const int64_t count = std::min(tile_rows, w.rows - r0);
+    at::Tensor out = at::from_blob(y + r0, {n, count}, {w.rows, 1}, at::kFloat);
+    if (w.packed) {
+      at::parallel_for(0, count / kPackRows, 1, [&](int64_t begin, int64_t end) {
+        std::vector<uint8_t> row(pdequant ? 0 : static_cast<size_t>(row_bytes));
+        std::vector<float> values(pdequant ? 0 : static_cast<size_t>(w.cols));
+        for (int64_t g = begin; g < end; ++g) {
+          float* column = tile + g * kPackRows;
+          if (pdequant) {
+            pdequant(w.data + (r0 + g * kPackRows) * row_bytes, blocks, column, count);
+            continue;
+          }
+          for (int64_t i = 0; i < kPackRows; ++i) {  // no packed dequantizer: a row at a time
+            quant_row_bytes(w, r0 + g * kPackRows + i, row.data());
+            if (dequant) dequant(row.data(), blocks, values.data());
+            else dequantize_row(w.type, row.data(), values.data(), w.cols);
+            for (int64_t e = 0; e < w.cols; ++e) column[e * count + i] = values[e];
+          }
+        }
+      });
+      at::mm_out(out, xt, at::from_blob(tile, {w.cols, count}, at::kFloat));
+      continue;
+    }
     at::parallel_for(0, count, 16, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         if (dequant) dequant(w.data + (r0 + r) * row_bytes, blocks, tile + r * w.cols);
@@ -151,7 +247,6 @@ void batched_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, C
       }
     });
     const at::Tensor wt = at::from_blob(tile, {count, w.cols}, at::kFloat);
-    at::Tensor out = at::from_blob(y + r0, {n, count}, {w.rows, 1}, at::kFloat);
     at::mm_out(out, xt, wt.t());
   }
 }
@@ -226,7 +321,51 @@ void quant_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Qua
 
 void quant_row(const QuantMatrix& w, int64_t r, float* dst) {
   if (r < 0 || r >= w.rows) fail("quant_row", "row " + std::to_string(r) + " of " + std::to_string(w.rows));
-  dequantize_row(w.type, w.data + r * static_cast<int64_t>(ggml_row_bytes(w.type, w.cols)), dst, w.cols);
+  const auto row_bytes = static_cast<int64_t>(ggml_row_bytes(w.type, w.cols));
+  if (!w.packed) return dequantize_row(w.type, w.data + r * row_bytes, dst, w.cols);
+  thread_local std::vector<uint8_t> row;
+  row.resize(static_cast<size_t>(row_bytes));
+  quant_row_bytes(w, r, row.data());
+  dequantize_row(w.type, row.data(), dst, w.cols);
+}
+
+bool quant_pack_supports(GgmlType type) {
+  return type == GgmlType::Q4_0 || type == GgmlType::Q4_1 || type == GgmlType::Q8_0;
+}
+
+bool quant_pack_pays(GgmlType type, CpuIsa isa) {
+  if (type == GgmlType::Q8_0) return isa == CpuIsa::Avx512;
+  return quant_pack_supports(type) && isa != CpuIsa::Scalar;
+}
+
+bool quant_packable(const QuantMatrix& w) {
+  return !w.packed && quant_pack_supports(w.type) && w.rows % kPackRows == 0 && w.cols % 32 == 0;
+}
+
+void quant_pack(const QuantMatrix& w, uint8_t* out) {
+  if (!quant_packable(w)) {
+    fail("quant_pack", std::to_string(w.rows) + "x" + std::to_string(w.cols) + " " + ggml_type_name(w.type) +
+                           " weights: only Q4_0, Q4_1 and Q8_0 in whole groups of 16 rows are packed");
+  }
+  const int64_t row_bytes = static_cast<int64_t>(ggml_row_bytes(w.type, w.cols));
+  const int64_t block_bytes = static_cast<int64_t>(ggml_block_bytes(w.type)), blocks = w.cols / 32;
+  at::parallel_for(0, w.rows / kPackRows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t g = begin; g < end; ++g)
+      for (int64_t b = 0; b < blocks; ++b)
+        for (int64_t r = 0; r < kPackRows; ++r)
+          move_block<true>(w.type, out + (g * row_bytes + b * block_bytes) * kPackRows, r,
+                           w.data + (g * kPackRows + r) * row_bytes + b * block_bytes);
+  });
+}
+
+void quant_row_bytes(const QuantMatrix& w, int64_t r, uint8_t* out) {
+  if (r < 0 || r >= w.rows) fail("quant_row_bytes", "row " + std::to_string(r) + " of " + std::to_string(w.rows));
+  const int64_t row_bytes = static_cast<int64_t>(ggml_row_bytes(w.type, w.cols));
+  if (!w.packed) return void(std::memcpy(out, w.data + r * row_bytes, static_cast<size_t>(row_bytes)));
+  const int64_t block_bytes = static_cast<int64_t>(ggml_block_bytes(w.type));
+  const int64_t g = r / kPackRows;
+  for (int64_t b = 0; b < w.cols / 32; ++b)
+    move_block<false>(w.type, w.data + (g * row_bytes + b * block_bytes) * kPackRows, r % kPackRows, out + b * block_bytes);
 }
 
 }  // namespace dms::cpu
