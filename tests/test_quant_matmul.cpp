@@ -626,6 +626,9 @@ TEST(QuantMatmul, RejectsWhatItCannotCompute) {
   EXPECT_THROW(run(GgmlType::Q4_K, 128), dms::Error);  // half a super-block per row
   EXPECT_THROW(run(GgmlType::Q4_0, 48), dms::Error);
   EXPECT_THROW(dms::cpu::quant_row({GgmlType::Q4_0, 2, 32, bytes.data()}, 2, x.data()), dms::Error);
+  // Packed matrices come in whole groups of 16 rows of a type with a packed layout.
+  EXPECT_THROW(dms::cpu::quant_matmul({GgmlType::Q4_0, 17, 32, bytes.data(), true}, x.data(), 1, y.data()), dms::Error);
+  EXPECT_THROW(dms::cpu::quant_matmul({GgmlType::Q5_0, 16, 32, bytes.data(), true}, x.data(), 1, y.data()), dms::Error);
 }
 
 }  // namespace

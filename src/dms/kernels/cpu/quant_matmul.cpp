@@ -311,6 +311,10 @@ void quant_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Qua
     fail("quant_matmul", std::to_string(w.rows) + "x" + std::to_string(w.cols) + " " + ggml_type_name(w.type) +
                              " weights (rows of whole blocks) times " + std::to_string(n) + " rows");
   }
+  if (w.packed && (!quant_pack_supports(w.type) || w.rows % kPackRows != 0)) {
+    fail("quant_matmul", "packed " + std::to_string(w.rows) + "x" + std::to_string(w.cols) + " " +
+                             ggml_type_name(w.type) + " weights: packing takes Q4_0, Q4_1 and Q8_0 in whole groups of 16 rows");
+  }
   if (!cpu_isa_supported(options.isa)) fail("quant_matmul", std::string("this CPU lacks ") + cpu_isa_name(options.isa));
   if (n == 0 || w.rows == 0) return;
   if (w.cols == 0) return void(std::fill(y, y + n * w.rows, 0.0f));
