@@ -123,15 +123,19 @@ TEST_P(DefaultGgufForward, ParameterCountMatchesTransformers) {
 }
 
 // As stored, every matrix stays in the file's blocks: the weights held are the file's bytes, not
-// a copy four to eight times their size.
+// a copy four to eight times their size; packed (the same bytes regrouped) where packing pays on
+// this CPU, as every matrix of this model has whole groups of 16 rows.
 TEST(DefaultGguf, AsStoredHoldsTheFilesBlocks) {
   const Weights& w = default_model(WeightStorage::AsStored).weights();
   ASSERT_TRUE(w.embed.quantized());
   EXPECT_TRUE(w.lm_head.is_same(w.embed));
+  EXPECT_EQ(w.embed.packed, cpu::quant_pack_pays(w.embed.stored, cpu::default_cpu_isa()));
   for (const LayerWeights& l : w.layers)
     for (const LinearWeight* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
       ASSERT_TRUE(m->quantized());
       EXPECT_EQ(m->nbytes(), m->rows() * static_cast<int64_t>(ggml_row_bytes(m->stored, m->cols)));
+      ASSERT_EQ(m->rows() % cpu::kPackRows, 0);
+      EXPECT_EQ(m->packed, cpu::quant_pack_pays(m->stored, cpu::default_cpu_isa()));
     }
   int64_t stored = 0;
   // The file held in a variable: a temporary in a range-for's initializer dies before the loop runs.
