@@ -497,48 +497,30 @@ TEST(QuantMatmul, AutoPathAtTheCrossover) {
 
 // Each activation row is summed in the same order whatever the other rows of the call: the
 // decode path gives a row the same bits alone and among 7 or 17 rows (more than one pass of a
-// kernel, more than one call of it).
+// kernel, more than one call of it), in the row layout and packed.
 TEST(QuantMatmul, DecodeRowDoesNotDependOnTheOtherRows) {
   uint64_t seed = 3000;
   for (const TypeSpec& spec : type_specs())
-    for (CpuIsa isa : supported_isas()) {
-      std::mt19937_64 rng(++seed);
-      const int64_t rows = 33, cols = test_cols(spec.type).back();
-      const Weights w = random_weights(spec, rows, cols, rng);
-      const std::vector<float> x = random_activations(17, cols, rng);
-      for (int64_t n : {7, 17}) {
-        std::vector<float> all(n * rows), alone(rows);
-        dms::cpu::quant_matmul(w.matrix, x.data(), n, all.data(), {isa, QuantPath::Decode});
-        for (int64_t t = 0; t < n; ++t) {
-          dms::cpu::quant_matmul(w.matrix, x.data() + t * cols, 1, alone.data(), {isa, QuantPath::Decode});
-          EXPECT_EQ(0, std::memcmp(alone.data(), all.data() + t * rows, rows * sizeof(float)))
-              << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa) << " row " << t << " of " << n;
+    for (CpuIsa isa : supported_isas())
+      for (bool pack : {false, true}) {
+        if (pack && !packs(spec)) continue;
+        std::mt19937_64 rng(++seed);
+        const int64_t rows = pack ? 48 : 33, cols = test_cols(spec.type).back();
+        const Weights w = random_weights(spec, rows, cols, rng);
+        const PackedCopy p = pack ? packed(w) : PackedCopy{};
+        const QuantMatrix& m = pack ? p.matrix : w.matrix;
+        const std::vector<float> x = random_activations(17, cols, rng);
+        for (int64_t n : {7, 17}) {
+          std::vector<float> all(n * rows), alone(rows);
+          dms::cpu::quant_matmul(m, x.data(), n, all.data(), {isa, QuantPath::Decode});
+          for (int64_t t = 0; t < n; ++t) {
+            dms::cpu::quant_matmul(m, x.data() + t * cols, 1, alone.data(), {isa, QuantPath::Decode});
+            EXPECT_EQ(0, std::memcmp(alone.data(), all.data() + t * rows, rows * sizeof(float)))
+                << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa) << (pack ? " packed" : "")
+                << " row " << t << " of " << n;
+          }
         }
       }
-    }
-}
-
-TEST(QuantMatmul, PackedDecodeRowDoesNotDependOnTheOtherRows) {
-  uint64_t seed = 3500;
-  for (const TypeSpec& spec : type_specs()) {
-    if (!packs(spec)) continue;
-    for (CpuIsa isa : supported_isas()) {
-      std::mt19937_64 rng(++seed);
-      const int64_t rows = 48, cols = test_cols(spec.type).back();
-      const Weights w = random_weights(spec, rows, cols, rng);
-      const PackedCopy p = packed(w);
-      const std::vector<float> x = random_activations(17, cols, rng);
-      for (int64_t n : {7, 17}) {
-        std::vector<float> all(n * rows), alone(rows);
-        dms::cpu::quant_matmul(p.matrix, x.data(), n, all.data(), {isa, QuantPath::Decode});
-        for (int64_t t = 0; t < n; ++t) {
-          dms::cpu::quant_matmul(p.matrix, x.data() + t * cols, 1, alone.data(), {isa, QuantPath::Decode});
-          EXPECT_EQ(0, std::memcmp(alone.data(), all.data() + t * rows, rows * sizeof(float)))
-              << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa) << " row " << t << " of " << n;
-        }
-      }
-    }
-  }
 }
 
 // The two paths agree within the sum of their tolerances.
