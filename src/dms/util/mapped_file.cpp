@@ -51,10 +51,10 @@ std::shared_ptr<MappedFile> MappedFile::copy_of(const std::string& name, const u
 }
 
 void MappedFile::release(const uint8_t* p, size_t n) const {
-  if (!mapped_ || p < data_ || p + n > data_ + size_) return;
+  const auto at = reinterpret_cast<uintptr_t>(p), start = reinterpret_cast<uintptr_t>(data_);
+  if (!mapped_ || at < start || at - start > size_ || n > size_ - (at - start)) return;
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  const uintptr_t begin = (at + page - 1) / page * page, end = (at + n) / page * page;
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
