@@ -48,6 +48,13 @@ using DequantRow = void (*)(const uint8_t* row, int64_t blocks, float* out);
 using PackedDotI16 = void (*)(const uint8_t* group, int64_t blocks, const ActRows& x, int n, float* out,
                               int64_t out_stride);
 
+// As PackedDotI16, against fp32 activation rows `cols` apart, with x_sums[t * cols / 32 + b] the
+// fp32 sum of row t's block b (for the blocks' constant terms). Per row the arithmetic of RowDot
+// up to the order of the sums (each block's levels times activations are summed, then scaled);
+// a row's result is the same bits for every n.
+using PackedDot = void (*)(const uint8_t* group, int64_t blocks, const float* x, const float* x_sums, int64_t cols,
+                           int n, float* out, int64_t out_stride);
+
 // A packed group's weights as fp32, column-major: out[e * out_stride + r] is element e of the
 // group's row r, the same bits as dms::dequantize_row (as DequantRow). The batched path's.
 using PackedDequant = void (*)(const uint8_t* group, int64_t blocks, float* out, int64_t out_stride);
@@ -66,6 +73,7 @@ struct Kernels {
   DequantRow dequant_f16, dequant_bf16;
   // Null where the ISA has none (quant_matmul then unpacks rows for the row kernels).
   PackedDotI16 packed_q4_0_i16, packed_q4_1_i16, packed_q8_0_i16;
+  PackedDot packed_q4_0, packed_q4_1, packed_q8_0;
   PackedDequant packed_dequant_q4_0, packed_dequant_q4_1, packed_dequant_q8_0;
 };
 

@@ -103,6 +103,15 @@ quant::PackedDotI16 packed_dot(const quant::Kernels& k, GgmlType t) {
   }
 }
 
+quant::PackedDot packed_dot_f32(const quant::Kernels& k, GgmlType t) {
+  switch (t) {
+    case GgmlType::Q4_0: return k.packed_q4_0;
+    case GgmlType::Q4_1: return k.packed_q4_1;
+    case GgmlType::Q8_0: return k.packed_q8_0;
+    default: return nullptr;
+  }
+}
+
 quant::PackedDequant packed_dequant(const quant::Kernels& k, GgmlType t) {
   switch (t) {
     case GgmlType::Q4_0: return k.packed_dequant_q4_0;
@@ -179,7 +188,28 @@ void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Cp
     });
     return;
   }
-  // fp32 activations: the row kernels, on rows unpacked one at a time where the matrix is packed.
+  const quant::PackedDot fdot = w.packed ? packed_dot_f32(k, w.type) : nullptr;
+  if (fdot) {
+    thread_local std::vector<float> sums;  // each activation row's block sums, for the constant terms
+    sums.resize(static_cast<size_t>(n * blocks));
+    for (int64_t i = 0; i < n * blocks; ++i) {
+      float s = 0;
+      for (int64_t j = 0; j < 32; ++j) s += x[i * 32 + j];
+      sums[i] = s;
+    }
+    const float* sum = sums.data();
+    at::parallel_for(0, w.rows / kPackRows, std::max<int64_t>(1, grain / kPackRows), [&](int64_t begin, int64_t end) {
+      for (int64_t t0 = 0; t0 < n; t0 += kMaxRowsPerDot) {
+        const int count = static_cast<int>(std::min<int64_t>(kMaxRowsPerDot, n - t0));
+        for (int64_t g = begin; g < end; ++g)
+          fdot(w.data + g * kPackRows * row_bytes, blocks, x + t0 * w.cols, sum + t0 * blocks, w.cols, count,
+               y + t0 * w.rows + g * kPackRows, w.rows);
+      }
+    });
+    return;
+  }
+  // fp32 activations: the row kernels, on rows unpacked one at a time where the matrix is packed
+  // (the scalar ISA's).
   const quant::RowDot dot = row_dot(k, w.type);
   at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<uint8_t> unpacked(w.packed ? static_cast<size_t>(row_bytes) : 0);

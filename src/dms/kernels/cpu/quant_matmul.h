@@ -19,8 +19,9 @@
 // quant_pack_pays): the same bytes regrouped so that the blocks of 16 rows lie side by side and
 // one vector instruction works on 16 rows at once. The decode path then multiplies 16 rows per
 // pass with 16-bit integer multiply-adds whose lanes are the rows (no horizontal sums, one scale
-// conversion for 16 blocks), and the batched path dequantizes 16 rows per vector into a
-// column-major tile.
+// conversion for 16 blocks), or with Activations::Float converts the levels of 16 rows to fp32 and
+// multiplies them into the broadcast activations; the batched path dequantizes 16 rows per vector
+// into a column-major tile.
 #pragma once
 #include <cstdint>
 
