@@ -441,7 +441,14 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
   // partial while it is in cache, each piece in the order it would take alone (same bits).
   std::vector<std::vector<int64_t>> jobs;
   std::vector<Unit> job_units;
-  {
+  std::vector<int64_t> decode_items_per_head(shape.n_kv, 0);
+  bool may_share = false;
+  for (const auto& it : items) may_share |= it.n_queries == 1 && ++decode_items_per_head[it.kv_head] > 1;
+  if (!may_share) {
+    jobs.reserve(units.size());
+    for (size_t u = 0; u < units.size(); ++u) jobs.push_back({static_cast<int64_t>(u)});
+    job_units = units;
+  } else {
     std::map<std::tuple<int64_t, int64_t, int64_t, int32_t>, std::vector<size_t>> by_start;  // -> jobs
     for (size_t u = 0; u < units.size(); ++u) {
       const Unit& unit = units[u];
@@ -465,9 +472,13 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
       job_units.push_back(unit);
     }
   }
-  std::vector<Partial> partials(units.size());
+  // Buffers kept from call to call (a decode step calls this once per layer): the partials on
+  // this thread, the scratch on each worker.
+  thread_local std::vector<Partial> kept_partials, kept_finals;
+  std::vector<Partial>& partials = kept_partials;
+  if (partials.size() < units.size()) partials.resize(units.size());
   run_units(job_units, [&](int64_t j) {
-    Scratch sc;
+    thread_local Scratch sc;
     sc.reserve(kernel.scratch_rows(), D, G);
     const std::vector<int64_t>& job = jobs[j];
     const Unit& first = units[job[0]];
@@ -488,7 +499,8 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
 
   // Merge each item's pieces into its output rows; keep the final maxima and sums for the
   // attention-mass pass.
-  std::vector<Partial> finals(items.size());
+  std::vector<Partial>& finals = kept_finals;
+  if (finals.size() < items.size()) finals.resize(items.size());
   at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const auto& it = items[i];
@@ -523,7 +535,7 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
       const Unit& unit = units[u];
       const AttentionItem& it = items[unit.item];
       if (unit.blas || (!it.mass_sum && !it.mass_last)) return;
-      Scratch sc;
+      thread_local Scratch sc;
       sc.reserve(kernel.scratch_rows(), D, G);
       const Partial& f = finals[unit.item];
       kernel.add_mass(it, unit.begin, unit.end, f.max.data(), f.sum.data(), sc);
