@@ -14,6 +14,7 @@
 
 #include <tuple>
 
+#include "dms/util/error.h"
 #include "dms/format/gguf.h"
 #include "dms/kernels/cpu/quant_matmul.h"
 #include "dms/model/config.h"
@@ -115,6 +116,32 @@ TEST_P(TinyGgufStored, LogitsMatchTransformers) {
       expect_logits_near(prompt_logits(model, prompt), expected, kFp32Rel,
                          file + ".gguf prompt " + std::to_string(i) + (i16 ? " (16-bit activations)" : ""), allowance);
     }
+  }
+}
+
+// A layer's q, k and v (and gate and up) in one linear_many call are each linear's own bits, with
+// 1 and 9 rows and with a bf16 input; an input of the wrong width is refused, naming both widths.
+TEST_P(TinyGgufStored, LinearManyIsEachLinear) {
+  const auto& [name, type] = GetParam();
+  auto gguf = GgufFile::open(fixture_path(name + "." + type + ".gguf"));
+  ModelConfig config = ModelConfig::from_gguf(*gguf);
+  const Transformer model(config, load_gguf_weights(gguf, config, at::kFloat, WeightStorage::AsStored));
+  const LayerWeights& l = model.weights().layers[0];
+  at::manual_seed(5);
+  for (const at::Tensor& x : {at::randn({1, config.hidden_size}), at::randn({9, config.hidden_size}),
+                              at::randn({2, 3, config.hidden_size}).to(at::kBFloat16)}) {
+    const auto qkv = linear_many(x, {&l.wq, &l.wk, &l.wv}, {&l.bq, &l.bk, &l.bv});
+    EXPECT_TRUE(at::equal(qkv[0], linear(x, l.wq, l.bq)) && at::equal(qkv[1], linear(x, l.wk, l.bk)) &&
+                at::equal(qkv[2], linear(x, l.wv, l.bv)))
+        << name << " " << type << " " << x.sizes();
+    const auto gate_up = linear_many(x, {&l.w_gate, &l.w_up}, {&l.b_gate, &l.b_up});
+    EXPECT_TRUE(at::equal(gate_up[0], linear(x, l.w_gate, l.b_gate)) && at::equal(gate_up[1], linear(x, l.w_up, l.b_up)));
+  }
+  try {
+    linear(at::randn({2, config.hidden_size + 1}), l.wq);
+    ADD_FAILURE() << "an input of the wrong width was multiplied";
+  } catch (const dms::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(std::to_string(config.hidden_size + 1) + " features"), std::string::npos) << e.what();
   }
 }
 

@@ -618,6 +618,47 @@ TEST(QuantMatmul, QuantRowIsDequantizeRow) {
   }
 }
 
+// Several matrices of one input in one call give each the bits quant_matmul gives it alone: packed
+// ones of each type and of mixed types (q, k and v of different heights), and a mix of packed and
+// row-layout ones (which takes the calls one by one), on every path.
+TEST(QuantMatmul, ManyIsEachAlone) {
+  uint64_t seed = 7000;
+  std::vector<TypeSpec> packable;
+  for (const TypeSpec& spec : type_specs())
+    if (packs(spec)) packable.push_back(spec);
+  ASSERT_GE(packable.size(), 2u);
+  const int64_t cols = 576;
+  for (CpuIsa isa : supported_isas())
+    for (size_t mix = 0; mix < packable.size() + 2; ++mix)
+      for (int64_t n : {1, 3, 9, 30}) {
+        std::mt19937_64 rng(++seed);
+        std::vector<Weights> ws;
+        std::vector<PackedCopy> ps;
+        const int64_t heights[3] = {96, 32, 48};
+        for (int i = 0; i < 3; ++i) {
+          const TypeSpec& spec = mix < packable.size() ? packable[mix] : packable[i % packable.size()];
+          ws.push_back(random_weights(spec, heights[i], cols, rng));
+        }
+        for (const Weights& w : ws) ps.push_back(packed(w));
+        std::vector<QuantMatrix> matrices;
+        for (int i = 0; i < 3; ++i) matrices.push_back(mix == packable.size() + 1 && i == 1 ? ws[i].matrix : ps[i].matrix);
+        const std::vector<float> x = random_activations(n, cols, rng);
+        std::vector<std::vector<float>> many(3), alone(3);
+        std::vector<float*> ys;
+        for (int i = 0; i < 3; ++i) {
+          many[i].assign(n * heights[i], std::nanf(""));
+          alone[i].assign(n * heights[i], std::nanf(""));
+          ys.push_back(many[i].data());
+        }
+        dms::cpu::quant_matmul_many(matrices, x.data(), n, ys, {isa});
+        for (int i = 0; i < 3; ++i) {
+          dms::cpu::quant_matmul(matrices[i], x.data(), n, alone[i].data(), {isa});
+          EXPECT_EQ(0, std::memcmp(many[i].data(), alone[i].data(), many[i].size() * sizeof(float)))
+              << dms::cpu::cpu_isa_name(isa) << " mix " << mix << " n " << n << " matrix " << i;
+        }
+      }
+}
+
 TEST(QuantMatmul, RejectsWhatItCannotCompute) {
   std::vector<uint8_t> bytes(4096);
   std::vector<float> x(256), y(4);
@@ -631,6 +672,13 @@ TEST(QuantMatmul, RejectsWhatItCannotCompute) {
   // Packed matrices come in whole groups of 16 rows of a type with a packed layout.
   EXPECT_THROW(dms::cpu::quant_matmul({GgmlType::Q4_0, 17, 32, bytes.data(), true}, x.data(), 1, y.data()), dms::Error);
   EXPECT_THROW(dms::cpu::quant_matmul({GgmlType::Q5_0, 16, 32, bytes.data(), true}, x.data(), 1, y.data()), dms::Error);
+  // quant_matmul_many checks every matrix, and wants one output per matrix.
+  std::vector<float> y2(32);
+  const QuantMatrix good{GgmlType::Q4_0, 16, 32, bytes.data(), true};
+  EXPECT_THROW(dms::cpu::quant_matmul_many({good, {GgmlType::Q4_0, 17, 32, bytes.data(), true}}, x.data(), 1,
+                                           {y2.data(), y2.data()}),
+               dms::Error);
+  EXPECT_THROW(dms::cpu::quant_matmul_many({good, good}, x.data(), 1, {y2.data()}), dms::Error);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 
@@ -61,6 +62,21 @@ TEST(Sampler, GreedyIsArgmax) {
     const int32_t expect = static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
     EXPECT_EQ(s.sample(as_tensor(v)), expect);
   }
+}
+
+// Ties go to the first index, a NaN wins from where it first appears (as at::argmax), and
+// -inf logits and a single token work.
+TEST(Sampler, GreedyTiesAndNaN) {
+  Sampler s(SamplingParams{});
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::nanf("");
+  const std::vector<std::vector<float>> cases = {
+      {1, 3, 3, 2}, {3, 1, 3}, {-inf, -inf}, {-inf, 2, inf, inf}, {1, nan, 5, nan}, {nan, 9}, {7}, {0, -0.0f}};
+  for (const auto& v : cases) {
+    const auto t = as_tensor(v);
+    EXPECT_EQ(s.sample(t), t.argmax().item<int64_t>());
+  }
+  EXPECT_EQ(s.sample(as_tensor({1, 3, 3, 2})), 1);
+  EXPECT_EQ(s.sample(as_tensor({1, nan, 5, nan})), 1);
 }
 
 TEST(Sampler, FilteredDistributionMatchesReference) {

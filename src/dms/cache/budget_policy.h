@@ -28,6 +28,7 @@ class BudgetPolicy : public EvictionPolicy {
 
   std::string name() const final { return name_; }
   void after_attention(const HeadStep& step, HeadDecision& d) const final;
+  bool acts_after_attention() const final { return true; }
   int64_t max_live_after(const HeadCache& head, int64_t first_pos, int64_t n_new) const final;
   int64_t max_freed(const HeadCache& head, int64_t first_pos, int64_t n_new) const final;
 

@@ -45,6 +45,8 @@ class EvictionPolicy {
   virtual void before_attention(const HeadStep& step, HeadDecision& d) const {}
   // After it: which keys to drop so the head stays within budget once the step is stored.
   virtual void after_attention(const HeadStep& step, HeadDecision& d) const {}
+  // Whether after_attention does anything (the cache skips the call, and its threads, when not).
+  virtual bool acts_after_attention() const { return false; }
   // An upper bound on the keys the head holds after a step of n_new tokens, whatever the
   // decisions turn out to be: PagedKVCache refuses a step the pools could not hold.
   virtual int64_t max_live_after(const HeadCache& head, int64_t first_pos, int64_t n_new) const = 0;

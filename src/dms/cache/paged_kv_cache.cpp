@@ -224,10 +224,11 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
   const at::Tensor out = q.defined() ? cpu::paged_attention(q.to(at::kFloat).contiguous(), pools_[layer]->keys(),
                                                             pools_[layer]->values(), keys, values, items)
                                      : at::Tensor();
-  at::parallel_for(0, static_cast<int64_t>(decisions.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
-      policy_->after_attention(head_step(step_[i / n_kv_], layer, i % n_kv_, lp), decisions[i]);
-  });
+  if (policy_->acts_after_attention())
+    at::parallel_for(0, static_cast<int64_t>(decisions.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        policy_->after_attention(head_step(step_[i / n_kv_], layer, i % n_kv_, lp), decisions[i]);
+    });
   pending.k = keys;
   pending.v = values;
   pending.decisions = std::move(decisions);

@@ -1,5 +1,7 @@
 #include "dms/engine/sampler.h"
 
+#include <cmath>
+
 #include "dms/util/error.h"
 
 namespace dms {
@@ -11,13 +13,28 @@ void SamplingParams::validate() const {
   if (!(min_p >= 0 && min_p <= 1)) fail("--min-p", "must be in [0, 1]");
 }
 
+namespace {
+
+// The first index of the largest logit, or of the first NaN (as at::argmax), in one pass.
+int64_t greedy_token(const at::Tensor& logits) {
+  if (logits.dim() != 1 || logits.scalar_type() != at::kFloat || !logits.is_contiguous() || logits.numel() == 0)
+    return logits.argmax().item<int64_t>();
+  const float* p = logits.const_data_ptr<float>();
+  int64_t best = 0;
+  for (int64_t i = 1, n = logits.numel(); i < n && !std::isnan(p[best]); ++i)
+    if (!(p[i] <= p[best])) best = i;
+  return best;
+}
+
+}  // namespace
+
 Sampler::Sampler(SamplingParams params) : params_(params), rng_(params.seed) { params_.validate(); }
 
 at::Tensor Sampler::probabilities(const at::Tensor& logits) const {
   const int64_t V = logits.size(0);
   if (params_.temperature == 0) {
     auto p = at::zeros({V}, at::kFloat);
-    p[logits.argmax().item<int64_t>()] = 1.0f;
+    p[greedy_token(logits)] = 1.0f;
     return p;
   }
   auto scaled = logits.to(at::kFloat) / params_.temperature;
@@ -44,7 +61,7 @@ at::Tensor Sampler::probabilities(const at::Tensor& logits) const {
 }
 
 int32_t Sampler::sample(const at::Tensor& logits) {
-  if (params_.temperature == 0) return static_cast<int32_t>(logits.argmax().item<int64_t>());
+  if (params_.temperature == 0) return static_cast<int32_t>(greedy_token(logits));
   auto probs = probabilities(logits).contiguous();
   const float* p = probs.data_ptr<float>();
   const int64_t V = probs.size(0);

@@ -28,13 +28,42 @@ cpu::QuantMatrix LinearWeight::matrix() const {
 
 at::Tensor linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& bias) {
   if (!w.quantized()) return at::linear(x, w.tensor, bias);
-  auto shape = x.sizes().vec();
+  if (x.dim() == 0 || x.size(-1) != w.cols)
+    fail("linear", "input of " + std::to_string(x.dim() ? x.size(-1) : 0) + " features for a weight of " +
+                       std::to_string(w.cols));
+  at::DimVector shape(x.sizes());
   shape.back() = w.rows();
-  const auto xf = x.reshape({-1, w.cols}).to(at::kFloat).contiguous();
-  auto y = at::empty({xf.size(0), w.rows()}, at::kFloat);
-  cpu::quant_matmul(w.matrix(), xf.const_data_ptr<float>(), xf.size(0), y.data_ptr<float>());
+  // fp32 contiguous input (every decode step): straight into the output, with no ATen op between.
+  const bool plain = x.scalar_type() == at::kFloat && x.is_contiguous();
+  const auto xf = plain ? x : x.to(at::kFloat).contiguous();
+  auto y = at::empty(shape, at::kFloat);
+  cpu::quant_matmul(w.matrix(), xf.const_data_ptr<float>(), xf.numel() / w.cols, y.data_ptr<float>());
   if (bias.defined()) y.add_(bias);
-  return y.view(shape).to(x.scalar_type());
+  return plain ? y : y.to(x.scalar_type());
+}
+
+std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<const LinearWeight*>& ws,
+                                    const std::vector<const at::Tensor*>& biases) {
+  std::vector<at::Tensor> out;
+  bool fused = x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() > 0;
+  for (const LinearWeight* w : ws) fused = fused && w->quantized() && w->cols == x.size(-1);
+  if (!fused) {
+    for (size_t i = 0; i < ws.size(); ++i) out.push_back(linear(x, *ws[i], *biases[i]));
+    return out;
+  }
+  std::vector<cpu::QuantMatrix> matrices;
+  std::vector<float*> ys;
+  for (const LinearWeight* w : ws) {
+    at::DimVector shape(x.sizes());
+    shape.back() = w->rows();
+    out.push_back(at::empty(shape, at::kFloat));
+    matrices.push_back(w->matrix());
+    ys.push_back(out.back().data_ptr<float>());
+  }
+  cpu::quant_matmul_many(matrices, x.const_data_ptr<float>(), x.numel() / x.size(-1), ys);
+  for (size_t i = 0; i < ws.size(); ++i)
+    if (biases[i]->defined()) out[i].add_(*biases[i]);
+  return out;
 }
 
 at::Tensor embedding(const LinearWeight& table, const at::Tensor& tokens, at::ScalarType dtype) {

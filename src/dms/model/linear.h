@@ -3,6 +3,8 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <vector>
+
 #include "dms/format/ggml_types.h"
 #include "dms/kernels/cpu/quant_matmul.h"
 
@@ -38,6 +40,11 @@ struct LinearWeight {
 // x [..., in] times w^T plus `bias` (may be undefined) -> [..., out], in x's dtype. Quantized
 // weights multiply in fp32 (kernels/cpu/quant_matmul.h) on the CPU and are not differentiable.
 at::Tensor linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& bias = {});
+
+// linear(x, ws[i], biases[i]) for each i (biases may be undefined): where all the weights are
+// quantized and x is fp32, one cpu::quant_matmul_many (x quantized once, one pass of the threads).
+std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<const LinearWeight*>& ws,
+                                    const std::vector<const at::Tensor*>& biases);
 
 // Rows `tokens` [T] of the table [V, H] -> [T, H] in `dtype` (the table's own for float tables).
 at::Tensor embedding(const LinearWeight& table, const at::Tensor& tokens, at::ScalarType dtype);

@@ -56,6 +56,18 @@ bool plain_fp32(std::initializer_list<const at::Tensor*> tensors) {
   return true;
 }
 
+// x += y, both plain fp32 of one size: a loop instead of an ATen op (TensorIterator set-up costs
+// more than the 576 additions of a decode step).
+void add_in_place(at::Tensor& x, const at::Tensor& y) {
+  if (!plain_fp32({&y}) || y.numel() != x.numel()) {
+    x.add_(y);
+    return;
+  }
+  float* px = x.data_ptr<float>();
+  const float* py = y.const_data_ptr<float>();
+  for (int64_t i = 0, n = x.numel(); i < n; ++i) px[i] += py[i];
+}
+
 }  // namespace
 
 Transformer::Transformer(ModelConfig config, Weights weights)
@@ -132,9 +144,10 @@ at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& posi
   for (int64_t i = 0; i < c.n_layers; ++i) {
     const LayerWeights& l = weights_.layers[i];
     auto h = rms_norm(x, l.attn_norm);
-    auto q = linear(h, l.wq, l.bq).view({T, c.n_heads, D});
-    auto k = linear(h, l.wk, l.bk).view({T, c.n_kv_heads, D});
-    auto v = linear(h, l.wv, l.bv).view({T, c.n_kv_heads, D});
+    const auto qkv = linear_many(h, {&l.wq, &l.wk, &l.wv}, {&l.bq, &l.bk, &l.bv});
+    auto q = qkv[0].view({T, c.n_heads, D});
+    auto k = qkv[1].view({T, c.n_kv_heads, D});
+    auto v = qkv[2].view({T, c.n_kv_heads, D});
     if (c.qk_norm) {
       q = rms_norm(q, l.q_norm);
       k = rms_norm(k, l.k_norm);
@@ -155,13 +168,15 @@ at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& posi
     auto o = attn.attend(i, q, k, v, c.dms.decides() ? evict_logits : at::Tensor()).reshape({T, c.n_heads * D});
     // x is this forward's own tensor, and with no weight that requires grad nothing saved it for a backward.
     const bool in_place = !(differentiable_ && at::GradMode::is_enabled()) && plain_fp32({&x});
-    x = in_place ? x.add_(linear(o, l.wo, l.bo)) : x + linear(o, l.wo, l.bo);
+    if (in_place) add_in_place(x, linear(o, l.wo, l.bo));
+    else x = x + linear(o, l.wo, l.bo);
 
     h = rms_norm(x, l.mlp_norm);
-    auto gate = linear(h, l.w_gate, l.b_gate);
-    auto up = linear(h, l.w_up, l.b_up);
+    const auto gate_up = linear_many(h, {&l.w_gate, &l.w_up}, {&l.b_gate, &l.b_up});
+    auto gate = gate_up[0], up = gate_up[1];
     auto act = plain_fp32({&gate, &up}) ? at::silu_(gate).mul_(up) : at::silu(gate) * up;
-    x = in_place ? x.add_(linear(act, l.w_down, l.b_down)) : x + linear(act, l.w_down, l.b_down);
+    if (in_place) add_in_place(x, linear(act, l.w_down, l.b_down));
+    else x = x + linear(act, l.w_down, l.b_down);
   }
   return rms_norm(x, weights_.final_norm);
 }

@@ -36,6 +36,7 @@ constexpr int64_t kBlasQueryTile = 64;
 // sequence's attention comes out the same bits in any batch (forked samples give what runs
 // of their own give); merging a piece costs about 1/500 of reading it.
 constexpr int64_t kPieceTiles = 16;
+constexpr int64_t kMergeGrain = 8;  // items per thread when merging the pieces
 
 struct Shape {
   int64_t n_heads, n_kv, group, dim, block_size;
@@ -501,7 +502,8 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
   // attention-mass pass.
   std::vector<Partial>& finals = kept_finals;
   if (finals.size() < items.size()) finals.resize(items.size());
-  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
+  // A few items' merges (one decoding sequence's KV heads) cost less than waking the threads.
+  at::parallel_for(0, static_cast<int64_t>(items.size()), kMergeGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const auto& it = items[i];
       const auto [first, count] = item_units[i];

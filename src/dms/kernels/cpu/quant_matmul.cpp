@@ -151,6 +151,52 @@ void move_block(GgmlType t, std::conditional_t<kPack, uint8_t*, const uint8_t*> 
   }
 }
 
+// n activation rows of `cols` quantized by k.quantize_acts into this thread's buffers (the worker
+// threads then read them): valid until the thread's next call.
+quant::ActRows quantize_once(const quant::Kernels& k, const float* x, int64_t n, int64_t cols) {
+  thread_local std::vector<int16_t> levels;
+  thread_local std::vector<float> scales, sums;
+  levels.resize(static_cast<size_t>(n * cols));
+  scales.resize(static_cast<size_t>(n * cols / 32));
+  sums.resize(scales.size());
+  k.quantize_acts(x, n, cols, levels.data(), scales.data(), sums.data());
+  return {levels.data(), scales.data(), sums.data(), cols};
+}
+
+// A packed matrix, its kernel and its output on the packed 16-bit decode path.
+struct PackedTarget {
+  const QuantMatrix* w;
+  quant::PackedDotI16 dot;
+  float* y;
+};
+
+// The groups of all the targets (one input, quantized in acts) split across the threads in one
+// parallel_for: each group's rows come out as a call for its matrix alone would give them.
+void packed_decode(const std::vector<PackedTarget>& targets, const quant::ActRows& acts, int64_t n) {
+  int64_t groups = 0, min_row_bytes = INT64_MAX;
+  for (const PackedTarget& t : targets) {
+    groups += t.w->rows / kPackRows;
+    min_row_bytes = std::min(min_row_bytes, static_cast<int64_t>(ggml_row_bytes(t.w->type, t.w->cols)));
+  }
+  const int64_t grain = std::max<int64_t>(1, kDecodeGrainBytes / (kPackRows * std::max<int64_t>(min_row_bytes, 1)));
+  const int64_t cols = acts.cols;
+  at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
+    int64_t base = 0;  // the target's first group among all the targets' groups
+    for (const PackedTarget& t : targets) {
+      const int64_t count = t.w->rows / kPackRows, lo = std::max(begin, base) - base;
+      const int64_t hi = std::min(end, base + count) - base;
+      base += count;
+      const int64_t row_bytes = static_cast<int64_t>(ggml_row_bytes(t.w->type, t.w->cols)), blocks = cols / 32;
+      for (int64_t t0 = 0; t0 < n && lo < hi; t0 += kMaxRowsPerDot) {
+        const quant::ActRows rows{acts.q + t0 * cols, acts.scale + t0 * cols / 32, acts.sum + t0 * cols / 32, cols};
+        const int m = static_cast<int>(std::min<int64_t>(kMaxRowsPerDot, n - t0));
+        for (int64_t g = lo; g < hi; ++g)
+          t.dot(t.w->data + g * kPackRows * row_bytes, blocks, rows, m, t.y + t0 * t.w->rows + g * kPackRows, t.w->rows);
+      }
+    }
+  });
+}
+
 void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, CpuIsa isa, Activations activations) {
   const quant::Kernels& k = kernels(isa);
   const int64_t blocks = w.cols / ggml_block_elems(w.type);
@@ -159,26 +205,10 @@ void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Cp
   const quant::RowDotI16 idot = activations == Activations::Int16 ? row_dot_i16(k, w.type) : nullptr;
   const quant::PackedDotI16 pdot = w.packed && idot ? packed_dot(k, w.type) : nullptr;
   if (idot && (pdot || !w.packed)) {
-    // The activations are quantized once here; the worker threads read this thread's buffers.
-    thread_local std::vector<int16_t> levels;
-    thread_local std::vector<float> scales, sums;
-    levels.resize(static_cast<size_t>(n * w.cols));
-    scales.resize(static_cast<size_t>(n * w.cols / 32));
-    sums.resize(scales.size());
-    const int16_t* q = levels.data();
-    const float *scale = scales.data(), *sum = sums.data();
-    k.quantize_acts(x, n, w.cols, levels.data(), scales.data(), sums.data());
-    if (pdot) {
-      at::parallel_for(0, w.rows / kPackRows, std::max<int64_t>(1, grain / kPackRows), [&](int64_t begin, int64_t end) {
-        for (int64_t t0 = 0; t0 < n; t0 += kMaxRowsPerDot) {
-          const quant::ActRows acts{q + t0 * w.cols, scale + t0 * w.cols / 32, sum + t0 * w.cols / 32, w.cols};
-          const int count = static_cast<int>(std::min<int64_t>(kMaxRowsPerDot, n - t0));
-          for (int64_t g = begin; g < end; ++g)
-            pdot(w.data + g * kPackRows * row_bytes, blocks, acts, count, y + t0 * w.rows + g * kPackRows, w.rows);
-        }
-      });
-      return;
-    }
+    const quant::ActRows all = quantize_once(k, x, n, w.cols);
+    if (pdot) return packed_decode({{&w, pdot, y}}, all, n);
+    const int16_t* q = all.q;
+    const float *scale = all.scale, *sum = all.sum;
     at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
       for (int64_t t0 = 0; t0 < n; t0 += kMaxRowsPerDot) {
         const quant::ActRows acts{q + t0 * w.cols, scale + t0 * w.cols / 32, sum + t0 * w.cols / 32, w.cols};
@@ -335,7 +365,8 @@ std::atomic<Activations>& activations_setting() {
 Activations default_activations() { return activations_setting().load(std::memory_order_relaxed); }
 void set_default_activations(Activations activations) { activations_setting().store(activations); }
 
-void quant_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, QuantMatmulOptions options) {
+namespace {
+void check_args(const QuantMatrix& w, int64_t n, const QuantMatmulOptions& options) {
   if (!quant_matmul_supports(w.type)) fail("quant_matmul", "no kernel for ggml type " + ggml_type_name(w.type));
   if (w.rows < 0 || w.cols < 0 || n < 0 || w.cols % ggml_block_elems(w.type) != 0) {
     fail("quant_matmul", std::to_string(w.rows) + "x" + std::to_string(w.cols) + " " + ggml_type_name(w.type) +
@@ -346,11 +377,36 @@ void quant_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Qua
                              ggml_type_name(w.type) + " weights: packing takes Q4_0, Q4_1 and Q8_0 in whole groups of 16 rows");
   }
   if (!cpu_isa_supported(options.isa)) fail("quant_matmul", std::string("this CPU lacks ") + cpu_isa_name(options.isa));
+}
+}  // namespace
+
+void quant_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, QuantMatmulOptions options) {
+  check_args(w, n, options);
   if (n == 0 || w.rows == 0) return;
   if (w.cols == 0) return void(std::fill(y, y + n * w.rows, 0.0f));
   const bool batched = options.path == QuantPath::Batched || (options.path == QuantPath::Auto && n >= kBatchedMinRows);
   if (batched) batched_matmul(w, x, n, y, options.isa);
   else decode_matmul(w, x, n, y, options.isa, options.activations);
+}
+
+void quant_matmul_many(const std::vector<QuantMatrix>& ws, const float* x, int64_t n, const std::vector<float*>& ys,
+                       QuantMatmulOptions options) {
+  if (ws.size() != ys.size()) fail("quant_matmul_many", "one output per matrix");
+  if (!cpu_isa_supported(options.isa)) fail("quant_matmul", std::string("this CPU lacks ") + cpu_isa_name(options.isa));
+  const quant::Kernels& k = kernels(options.isa);
+  std::vector<PackedTarget> targets;
+  const bool decode = options.path == QuantPath::Decode || (options.path == QuantPath::Auto && n < kBatchedMinRows);
+  for (size_t i = 0; i < ws.size() && decode && options.activations == Activations::Int16; ++i) {
+    const quant::PackedDotI16 dot = ws[i].packed ? packed_dot(k, ws[i].type) : nullptr;
+    if (!dot || ws[i].cols != ws[0].cols || !row_dot_i16(k, ws[i].type)) break;
+    targets.push_back({&ws[i], dot, ys[i]});
+  }
+  if (targets.size() < 2 || targets.size() != ws.size() || n == 0 || ws[0].cols == 0) {
+    for (size_t i = 0; i < ws.size(); ++i) quant_matmul(ws[i], x, n, ys[i], options);
+    return;
+  }
+  for (const QuantMatrix& w : ws) check_args(w, n, options);
+  packed_decode(targets, quantize_once(k, x, n, ws[0].cols), n);
 }
 
 void quant_row(const QuantMatrix& w, int64_t r, float* dst) {

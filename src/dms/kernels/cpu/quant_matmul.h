@@ -24,6 +24,7 @@
 // into a column-major tile.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "dms/format/ggml_types.h"
 
@@ -92,6 +93,13 @@ struct QuantMatmulOptions {
 // y[n x rows] = x[n x cols] * W^T, fp32 in and out (both row-major, contiguous). Throws Error for
 // an unsupported type, a cols that is not a whole number of blocks, or an ISA the CPU lacks.
 void quant_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, QuantMatmulOptions options = {});
+
+// quant_matmul of each ws[i] into ys[i], all with the same input: where all are packed with 16-bit
+// kernels on the decode path, the activations are quantized once and the rows of all the matrices
+// split across the threads in one pass (a layer's q, k and v, or gate and up). Each ys[i] is the
+// same bits as quant_matmul(ws[i], x, n, ys[i], options) gives.
+void quant_matmul_many(const std::vector<QuantMatrix>& ws, const float* x, int64_t n, const std::vector<float*>& ys,
+                       QuantMatmulOptions options = {});
 
 // Dequantizes row r into dst (cols floats), exactly as dms::dequantize_row does (embedding lookups).
 void quant_row(const QuantMatrix& w, int64_t r, float* dst);
