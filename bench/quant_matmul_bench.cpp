@@ -1,7 +1,7 @@
 // GB/s of weights read per quant_matmul call on the default model's shapes (SmolLM2-135M: Q4_1
 // layers, Q8_0 tied embedding/output), per ISA level, at n = 1 and n = 64 (or the activation row
 // counts --n lists), beside at::mm on the fp32 weights the engine uses today; and, with
-// --crossover, decode against batched path times over n. Not a test: numbers depend on the
+// --crossover, decode against batched path times over n (1 to 64, or the --n list). Not a test: numbers depend on the
 // machine and its load (bench/RESULTS.md).
 //
 //   build-quant/quant_matmul_bench [--crossover | --dequant] [--seconds S] [--threads T] [--pool-mib M]
@@ -157,12 +157,12 @@ void bandwidth(double seconds) {
   }
 }
 
-void crossover(double seconds) {
+void crossover(double seconds, const std::vector<int64_t>& crossover_rows) {
   const CpuIsa best = isas().back();
   std::printf("%-12s %4s %12s %12s   (%s, ms per call)\n", "matrix", "n", "decode", "batched", dms::cpu::cpu_isa_name(best));
   for (const Shape& s : kShapes) {
     const Pool pool = make_pool(s, dms::cpu::quant_pack_supports(s.type));
-    for (int64_t n : {1, 2, 4, 8, 12, 16, 24, 32, 64}) {
+    for (int64_t n : crossover_rows) {
       std::vector<float> x(n * s.cols, 0.5f), y(n * s.rows);
       double sec[2];
       for (QuantPath path : {QuantPath::Decode, QuantPath::Batched}) {
@@ -209,7 +209,7 @@ void dequant(double seconds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool cross = false, dequant_only = false;
+  bool cross = false, dequant_only = false, rows_given = false;
   double seconds = 0.5;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -220,6 +220,7 @@ int main(int argc, char** argv) {
     else if (arg == "--pool-mib" && i + 1 < argc) kPoolBytes = std::stoul(argv[++i]) << 20;
     else if (arg == "--n" && i + 1 < argc) {
       kRowCounts.clear();
+      rows_given = true;
       const std::string list = argv[++i];
       for (size_t pos = 0; pos <= list.size();) {
         const size_t end = std::min(list.find(',', pos), list.size());
@@ -233,7 +234,7 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("threads %d\n", at::get_num_threads());
-  if (cross) crossover(seconds);
+  if (cross) crossover(seconds, rows_given ? kRowCounts : std::vector<int64_t>{1, 2, 4, 8, 12, 16, 24, 32, 64});
   else if (dequant_only) dequant(seconds);
   else bandwidth(seconds);
   return 0;
