@@ -672,13 +672,16 @@ TEST(QuantMatmul, RejectsWhatItCannotCompute) {
   // Packed matrices come in whole groups of 16 rows of a type with a packed layout.
   EXPECT_THROW(dms::cpu::quant_matmul({GgmlType::Q4_0, 17, 32, bytes.data(), true}, x.data(), 1, y.data()), dms::Error);
   EXPECT_THROW(dms::cpu::quant_matmul({GgmlType::Q5_0, 16, 32, bytes.data(), true}, x.data(), 1, y.data()), dms::Error);
-  // quant_matmul_many checks every matrix, and wants one output per matrix.
+  // quant_matmul_many checks every matrix, and wants one output per matrix and one width.
   std::vector<float> y2(32);
   const QuantMatrix good{GgmlType::Q4_0, 16, 32, bytes.data(), true};
   EXPECT_THROW(dms::cpu::quant_matmul_many({good, {GgmlType::Q4_0, 17, 32, bytes.data(), true}}, x.data(), 1,
                                            {y2.data(), y2.data()}),
                dms::Error);
   EXPECT_THROW(dms::cpu::quant_matmul_many({good, good}, x.data(), 1, {y2.data()}), dms::Error);
+  EXPECT_THROW(dms::cpu::quant_matmul_many({good, {GgmlType::Q4_0, 16, 64, bytes.data(), true}}, x.data(), 1,
+                                           {y2.data(), y2.data()}),
+               dms::Error);  // two widths for one input
 }
 
 }  // namespace

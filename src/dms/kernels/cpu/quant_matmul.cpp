@@ -392,13 +392,17 @@ void quant_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Qua
 void quant_matmul_many(const std::vector<QuantMatrix>& ws, const float* x, int64_t n, const std::vector<float*>& ys,
                        QuantMatmulOptions options) {
   if (ws.size() != ys.size()) fail("quant_matmul_many", "one output per matrix");
+  for (const QuantMatrix& w : ws)
+    if (w.cols != ws[0].cols)
+      fail("quant_matmul_many", "matrices of " + std::to_string(ws[0].cols) + " and " + std::to_string(w.cols) +
+                                    " columns cannot share one input");
   if (!cpu_isa_supported(options.isa)) fail("quant_matmul", std::string("this CPU lacks ") + cpu_isa_name(options.isa));
   const quant::Kernels& k = kernels(options.isa);
   std::vector<PackedTarget> targets;
   const bool decode = options.path == QuantPath::Decode || (options.path == QuantPath::Auto && n < kBatchedMinRows);
   for (size_t i = 0; i < ws.size() && decode && options.activations == Activations::Int16; ++i) {
     const quant::PackedDotI16 dot = ws[i].packed ? packed_dot(k, ws[i].type) : nullptr;
-    if (!dot || ws[i].cols != ws[0].cols || !row_dot_i16(k, ws[i].type)) break;
+    if (!dot || !row_dot_i16(k, ws[i].type)) break;
     targets.push_back({&ws[i], dot, ys[i]});
   }
   if (targets.size() < 2 || targets.size() != ws.size() || n == 0 || ws[0].cols == 0) {

@@ -97,7 +97,8 @@ void quant_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Qua
 // quant_matmul of each ws[i] into ys[i], all with the same input: where all are packed with 16-bit
 // kernels on the decode path, the activations are quantized once and the rows of all the matrices
 // split across the threads in one pass (a layer's q, k and v, or gate and up). Each ys[i] is the
-// same bits as quant_matmul(ws[i], x, n, ys[i], options) gives.
+// same bits as quant_matmul(ws[i], x, n, ys[i], options) gives. Throws Error as quant_matmul does,
+// and for matrices of different widths or a count of outputs other than of matrices.
 void quant_matmul_many(const std::vector<QuantMatrix>& ws, const float* x, int64_t n, const std::vector<float*>& ys,
                        QuantMatmulOptions options = {});
 
