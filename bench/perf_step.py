@@ -10,7 +10,7 @@ overhead").
     python bench/perf_step.py step.data [--top N]
 
 The samples of loading the model (a few tenths of a second of a 1,500-token run) count as
-"other" too.
+"other" too, unless --after skips the first seconds of the recording.
 """
 import argparse
 import collections
@@ -39,16 +39,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
     ap.add_argument("--top", type=int, default=0, help="also list each thread's N costliest other/omp functions")
+    ap.add_argument("--after", type=float, default=0.0,
+                    help="skip the samples of the recording's first SECONDS (loading the model, the prefill)")
     args = ap.parse_args()
-    out = subprocess.run(["perf", "script", "-i", args.data, "-F", "tid,period,ip,sym,dso"], capture_output=True,
+    out = subprocess.run(["perf", "script", "-i", args.data, "-F", "tid,time,period,ip,sym,dso"], capture_output=True,
                          text=True, check=True).stdout
     per_thread = collections.defaultdict(collections.Counter)
     functions = collections.defaultdict(collections.Counter)
-    tid, period, want_frame = None, 0, False
+    tid, period, want_frame, start = None, 0, False, None
     for line in out.splitlines():
-        header = re.match(r"\s*(\d+)\s+(\d+)\s*$", line)
-        if header:  # a sample (thread, period in cycles): its first frame follows
-            tid, period, want_frame = int(header.group(1)), int(header.group(2)), True
+        header = re.match(r"\s*(\d+)\s+([0-9.]+):\s+(\d+)\s*$", line)
+        if header:  # a sample (thread, time, period in cycles): its first frame follows
+            tid, when, period = int(header.group(1)), float(header.group(2)), int(header.group(3))
+            start = when if start is None else start
+            want_frame = when - start >= args.after
             continue
         frame = re.match(r"\s*[0-9a-f]+\s+(.*)\((.*)\)\s*$", line)
         if not frame or not want_frame:

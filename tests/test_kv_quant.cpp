@@ -2,6 +2,9 @@
 // (paged_cache_reference.cpp, stored_values), and the rounding error the rule allows.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <iterator>
+
 #include "dms/kernels/cpu/kv_quant.h"
 #include "dms/util/error.h"
 #include "paged_cache_reference.h"
@@ -51,12 +54,24 @@ TEST(KvQuant, RoundTripFollowsTheRule) {
   }
 }
 
+// The same values as ATen's conversion (compared as bits, NaN as NaN), in memory of their own: a
+// forward may overwrite its q, k, v buffers before the cache stores the rows.
 TEST(KvQuant, OtherDtypesAreRoundedCopies) {
-  const at::Tensor x = random_rows(9, 64, 3);
+  at::Tensor x = random_rows(9, 64, 3);
+  // Special values: NaN, infinities, subnormals, the largest float, and halfway cases of bf16
+  // (1 + 2^-8 and 1 + 3 * 2^-8 round to even in different directions).
+  const float specials[] = {NAN, INFINITY, -INFINITY, 1e-40f, -3e-39f, 3.4e38f, 1.00390625f, 1.01171875f, 65520.0f, -0.0f};
+  for (size_t i = 0; i < std::size(specials); ++i) x[1][static_cast<int64_t>(i)] = specials[i];
+  const auto bits = [](const at::Tensor& t) { return t.element_size() == 4 ? t.view(at::kInt) : t.view(at::kShort); };
   for (auto dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
-    const at::Tensor rows = cpu::to_kv_rows(x, dtype);
-    EXPECT_EQ(rows.scalar_type(), dtype);
-    EXPECT_TRUE(at::equal(cpu::kv_rows_to_float(rows, dtype, 64), x.to(dtype).to(at::kFloat)));
+    const at::Tensor want = x.to(dtype), nan = at::isnan(want);
+    for (const at::Tensor& in : {x, want}) {
+      const at::Tensor rows = cpu::to_kv_rows(in, dtype);
+      EXPECT_EQ(rows.scalar_type(), dtype);
+      EXPECT_TRUE(at::equal(at::isnan(rows), nan)) << c10::toString(dtype);
+      EXPECT_TRUE(at::equal(bits(rows).masked_select(~nan), bits(want).masked_select(~nan))) << c10::toString(dtype);
+      EXPECT_FALSE(rows.is_alias_of(in));
+    }
   }
   EXPECT_THROW(cpu::kv_rows_to_float(at::zeros({2, 67}, at::kChar), kQ8, 64), Error);
 }

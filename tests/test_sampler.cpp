@@ -77,6 +77,22 @@ TEST(Sampler, GreedyTiesAndNaN) {
   }
   EXPECT_EQ(s.sample(as_tensor({1, 3, 3, 2})), 1);
   EXPECT_EQ(s.sample(as_tensor({1, nan, 5, nan})), 1);
+  // Longer rows (the 4-lane pass and its tail): the maximum repeated later, NaN in a lane, -inf.
+  std::mt19937 rng(5);
+  for (int64_t n : {5, 7, 8, 13, 49152}) {
+    for (int trial = 0; trial < 6; ++trial) {
+      std::vector<float> v(static_cast<size_t>(n));
+      for (float& x : v) x = std::uniform_real_distribution<float>(-30, 30)(rng);
+      const auto at = [&] { return static_cast<size_t>(std::uniform_int_distribution<int64_t>(0, n - 1)(rng)); };
+      if (trial >= 1) v[at()] = v[at()] = 31;  // ties
+      if (trial == 2) v[at()] = inf;
+      if (trial >= 3) v[at()] = nan;
+      if (trial == 4) v[n - 1] = nan;
+      if (trial == 5) v.assign(v.size(), -inf);
+      const auto t = as_tensor(v);
+      EXPECT_EQ(s.sample(t), t.argmax().item<int64_t>()) << "n = " << n << ", trial " << trial;
+    }
+  }
 }
 
 TEST(Sampler, FilteredDistributionMatchesReference) {

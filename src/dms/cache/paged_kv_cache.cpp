@@ -142,7 +142,10 @@ void PagedKVCache::begin_step(const std::vector<StepSequence>& step) {
   auto* p = positions_.data_ptr<int64_t>();
   for (const auto& e : step_)
     for (int64_t t = 0; t < e.n; ++t) p[e.row0 + t] = e.seq->seen + t;
-  for (auto& layer : pending_) layer = PendingLayer{};
+  for (auto& layer : pending_) {  // the decisions keep their memory for the next step
+    layer.attended = false;
+    layer.k = layer.v = at::Tensor();
+  }
   in_step_ = true;
 }
 
@@ -190,8 +193,12 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
   const float* lp = logits.defined() ? logits.data_ptr<float>() : nullptr;
   const bool mass = policy_->needs_attention_mass();
 
-  std::vector<HeadDecision> decisions(step_.size() * n_kv_);
-  std::vector<cpu::AttentionItem> items(decisions.size());
+  // The decisions (and their vectors) of the layer's last step are refilled: a decode step
+  // allocates none.
+  std::vector<HeadDecision>& decisions = pending.decisions;
+  decisions.resize(step_.size() * n_kv_);
+  items_.resize(decisions.size());
+  std::vector<cpu::AttentionItem>& items = items_;
   at::parallel_for(0, static_cast<int64_t>(decisions.size()), 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const StepEntry& e = step_[i / n_kv_];
@@ -200,7 +207,10 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
       HeadDecision& d = decisions[i];
       d.newest_evict_at = h.newest_slot() >= 0 ? h.evict_at()[h.newest_slot()] : kNever;
       d.step_evict_at.assign(e.n, kNever);
+      d.drop_cached.clear();
       d.drop_step.assign(e.n, 0);
+      d.mass_sum.clear();
+      d.mass_last.clear();
       policy_->before_attention(head_step(e, layer, g, lp), d);
       if (mass) {
         d.mass_sum.assign(h.live() + e.n, 0.0f);
@@ -231,7 +241,6 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
     });
   pending.k = keys;
   pending.v = values;
-  pending.decisions = std::move(decisions);
   pending.attended = true;
   return q.defined() ? out.to(q.scalar_type()) : out;
 }
@@ -259,7 +268,10 @@ void PagedKVCache::end_step() {
 }
 
 void PagedKVCache::abort_step() {
-  for (auto& layer : pending_) layer = PendingLayer{};
+  for (auto& layer : pending_) {  // the decisions keep their memory for the next step
+    layer.attended = false;
+    layer.k = layer.v = at::Tensor();
+  }
   step_.clear();
   step_rows_ = 0;
   positions_ = at::Tensor();

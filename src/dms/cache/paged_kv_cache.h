@@ -25,6 +25,7 @@
 #include "dms/cache/block_pool.h"
 #include "dms/cache/eviction_policy.h"
 #include "dms/cache/head_cache.h"
+#include "dms/kernels/cpu/paged_attention.h"
 #include "dms/model/attention.h"
 #include "dms/model/config.h"
 #include "dms/util/error.h"
@@ -169,7 +170,7 @@ class PagedKVCache : public AttentionBackend {
   struct PendingLayer {
     bool attended = false;
     at::Tensor k, v;                       // the step's keys and values in the KV dtype
-    std::vector<HeadDecision> decisions;   // [step entry * n_kv + head]
+    std::vector<HeadDecision> decisions;   // [step entry * n_kv + head]; kept between steps
   };
 
   const Sequence& find(SequenceId id, const char* what) const;
@@ -193,6 +194,7 @@ class PagedKVCache : public AttentionBackend {
   int64_t step_rows_ = 0;
   at::Tensor positions_;
   std::vector<PendingLayer> pending_;
+  std::vector<cpu::AttentionItem> items_;  // record()'s, kept between calls
 };
 
 }  // namespace dms

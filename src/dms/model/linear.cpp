@@ -26,7 +26,30 @@ cpu::QuantMatrix LinearWeight::matrix() const {
   return {.type = stored, .rows = rows(), .cols = cols, .data = tensor.const_data_ptr<uint8_t>(), .packed = packed};
 }
 
-at::Tensor linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& bias) {
+namespace {
+
+// A new fp32 tensor of `shape`, or `buffer` where it is one (fp32, contiguous, that shape).
+at::Tensor output(at::IntArrayRef shape, const at::Tensor& buffer) {
+  const bool fits = buffer.defined() && buffer.device().is_cpu() && buffer.scalar_type() == at::kFloat &&
+                    buffer.is_contiguous() && buffer.sizes() == shape;
+  return fits ? buffer : at::empty(shape, at::kFloat);
+}
+
+// y [..., rows] += bias [rows]; a loop where both are plain fp32 (no ATen op in a decode step).
+void add_bias(at::Tensor& y, const at::Tensor& bias) {
+  if (!bias.defined()) return;
+  if (bias.scalar_type() != at::kFloat || !bias.is_contiguous() || !bias.device().is_cpu() ||
+      bias.numel() != y.size(-1) || bias.requires_grad())
+    return void(y.add_(bias));
+  const int64_t rows = y.size(-1);
+  const float* b = bias.const_data_ptr<float>();
+  float* p = y.data_ptr<float>();
+  for (int64_t i = 0, n = y.numel(); i < n; ++i) p[i] += b[i % rows];
+}
+
+}  // namespace
+
+at::Tensor linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& bias, const at::Tensor& buffer) {
   if (!w.quantized()) return at::linear(x, w.tensor, bias);
   if (x.dim() == 0 || x.size(-1) != w.cols)
     fail("linear", "input of " + std::to_string(x.dim() ? x.size(-1) : 0) + " features for a weight of " +
@@ -36,33 +59,34 @@ at::Tensor linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& 
   // fp32 contiguous input (every decode step): straight into the output, with no ATen op between.
   const bool plain = x.scalar_type() == at::kFloat && x.is_contiguous();
   const auto xf = plain ? x : x.to(at::kFloat).contiguous();
-  auto y = at::empty(shape, at::kFloat);
+  auto y = output(shape, plain ? buffer : at::Tensor());
   cpu::quant_matmul(w.matrix(), xf.const_data_ptr<float>(), xf.numel() / w.cols, y.data_ptr<float>());
-  if (bias.defined()) y.add_(bias);
+  add_bias(y, bias);
   return plain ? y : y.to(x.scalar_type());
 }
 
 std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<const LinearWeight*>& ws,
-                                    const std::vector<const at::Tensor*>& biases) {
+                                    const std::vector<const at::Tensor*>& biases,
+                                    const std::vector<at::Tensor>& buffers) {
+  const auto buffer = [&](size_t i) { return i < buffers.size() ? buffers[i] : at::Tensor(); };
   std::vector<at::Tensor> out;
   bool fused = x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() > 0;
   for (const LinearWeight* w : ws) fused = fused && w->quantized() && w->cols == x.size(-1);
   if (!fused) {
-    for (size_t i = 0; i < ws.size(); ++i) out.push_back(linear(x, *ws[i], *biases[i]));
+    for (size_t i = 0; i < ws.size(); ++i) out.push_back(linear(x, *ws[i], *biases[i], buffer(i)));
     return out;
   }
   std::vector<cpu::QuantMatrix> matrices;
   std::vector<float*> ys;
-  for (const LinearWeight* w : ws) {
+  for (size_t i = 0; i < ws.size(); ++i) {
     at::DimVector shape(x.sizes());
-    shape.back() = w->rows();
-    out.push_back(at::empty(shape, at::kFloat));
-    matrices.push_back(w->matrix());
+    shape.back() = ws[i]->rows();
+    out.push_back(output(shape, buffer(i)));
+    matrices.push_back(ws[i]->matrix());
     ys.push_back(out.back().data_ptr<float>());
   }
   cpu::quant_matmul_many(matrices, x.const_data_ptr<float>(), x.numel() / x.size(-1), ys);
-  for (size_t i = 0; i < ws.size(); ++i)
-    if (biases[i]->defined()) out[i].add_(*biases[i]);
+  for (size_t i = 0; i < ws.size(); ++i) add_bias(out[i], *biases[i]);
   return out;
 }
 

@@ -39,12 +39,18 @@ struct LinearWeight {
 
 // x [..., in] times w^T plus `bias` (may be undefined) -> [..., out], in x's dtype. Quantized
 // weights multiply in fp32 (kernels/cpu/quant_matmul.h) on the CPU and are not differentiable.
-at::Tensor linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& bias = {});
+// `buffer` (may be undefined): an fp32 contiguous tensor of the result's shape that a quantized
+// weight's fp32 result is written into and returned, instead of a new tensor (the forward's
+// decode steps allocate nothing per layer); any other result is new.
+at::Tensor linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& bias = {},
+                  const at::Tensor& buffer = {});
 
-// linear(x, ws[i], biases[i]) for each i (biases may be undefined): where all the weights are
-// quantized and x is fp32, one cpu::quant_matmul_many (x quantized once, one pass of the threads).
+// linear(x, ws[i], biases[i], buffers[i]) for each i (biases and buffers may be undefined, buffers
+// empty): where all the weights are quantized and x is fp32, one cpu::quant_matmul_many (x
+// quantized once, one pass of the threads).
 std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<const LinearWeight*>& ws,
-                                    const std::vector<const at::Tensor*>& biases);
+                                    const std::vector<const at::Tensor*>& biases,
+                                    const std::vector<at::Tensor>& buffers = {});
 
 // Rows `tokens` [T] of the table [V, H] -> [T, H] in `dtype` (the table's own for float tables).
 at::Tensor embedding(const LinearWeight& table, const at::Tensor& tokens, at::ScalarType dtype);

@@ -68,7 +68,32 @@ void add_in_place(at::Tensor& x, const at::Tensor& y) {
   for (int64_t i = 0, n = x.numel(); i < n; ++i) px[i] += py[i];
 }
 
+// `into` can take a plain fp32 result shaped like x.
+bool fits(const at::Tensor& into, const at::Tensor& x) {
+  return into.defined() && plain_fp32({&into}) && into.sizes() == x.sizes();
+}
+
 }  // namespace
+
+// The activations of a plain fp32 forward (inference on the CPU, no gradient): one buffer each,
+// shared by all the layers, so that a decode step allocates them once instead of in every layer.
+// Undefined otherwise: every op then makes its own result.
+struct Transformer::Buffers {
+  at::Tensor h, decision_h, q, k, v, q_heads, k_heads, v_heads, q_rot, k_rot, delta, gate, up;
+
+  Buffers(const ModelConfig& c, int64_t T, bool plain) {
+    if (!plain) return;
+    const int64_t D = c.head_dim;
+    const auto make = [](std::initializer_list<int64_t> shape) { return at::empty(shape, at::kFloat); };
+    h = make({T, c.hidden_size});
+    delta = make({T, c.hidden_size});
+    if (c.dms.mode == DmsMode::Adapter) decision_h = make({T, c.hidden_size});
+    q = make({T, c.n_heads * D}), k = make({T, c.n_kv_heads * D}), v = make({T, c.n_kv_heads * D});
+    q_heads = q.view({T, c.n_heads, D}), k_heads = k.view({T, c.n_kv_heads, D}), v_heads = v.view({T, c.n_kv_heads, D});
+    q_rot = make({T, c.n_heads, D}), k_rot = make({T, c.n_kv_heads, D});
+    gate = make({T, c.intermediate_size}), up = make({T, c.intermediate_size});
+  }
+};
 
 Transformer::Transformer(ModelConfig config, Weights weights)
     : config_(std::move(config)), weights_(std::move(weights)) {
@@ -86,9 +111,9 @@ Transformer::Transformer(ModelConfig config, Weights weights)
   query_keep_.slice(0, 0, c.n_heads, c.group_size()).select(1, c.head_dim - 1).zero_();
 }
 
-at::Tensor Transformer::rms_norm(const at::Tensor& x, const at::Tensor& w) const {
+at::Tensor Transformer::rms_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& into) const {
   if (plain_fp32({&x, &w}) && w.numel() == x.size(-1)) {
-    auto out = at::empty_like(x);
+    auto out = fits(into, x) ? into : at::empty_like(x);  // each row is read whole before it is written
     const int64_t cols = x.size(-1), rows = cols ? x.numel() / cols : 0;
     const float *px = x.const_data_ptr<float>(), *pw = w.const_data_ptr<float>();
     float* po = out.data_ptr<float>();
@@ -110,11 +135,34 @@ at::Tensor Transformer::decision_logits(const at::Tensor& raw) const {
   return config_.dms.per_layer ? l.narrow(1, 0, 1).expand_as(l).contiguous() : l;
 }
 
+// The decision logits of Mode B's adapter for the rows x [T, H] entering layer l: the linear head
+// on the normed rows. Plain fp32 inference takes a loop per row and KV head.
+at::Tensor Transformer::adapter_logits(const at::Tensor& x, const LayerWeights& l, const Buffers& b) const {
+  const auto& d = l.decision;
+  const bool plain = b.decision_h.defined() && plain_fp32({&x, &d.proj}) && (!d.bias.defined() || plain_fp32({&d.bias}));
+  if (!plain) return decision_logits(at::linear(rms_norm(x, d.norm), d.proj, d.bias));
+  const auto normed = rms_norm(x, d.norm, b.decision_h);
+  const int64_t T = x.size(0), H = x.size(1), n_kv = config_.n_kv_heads;
+  auto logits = at::empty({T, n_kv}, at::kFloat);
+  const float *pn = normed.const_data_ptr<float>(), *pw = d.proj.const_data_ptr<float>();
+  const float* pb = d.bias.defined() ? d.bias.const_data_ptr<float>() : nullptr;
+  const auto scale = static_cast<float>(config_.dms.alpha_scale), offset = static_cast<float>(config_.dms.alpha_offset);
+  float* out = logits.data_ptr<float>();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t g = 0; g < n_kv; ++g) {
+      const int64_t head = config_.dms.per_layer ? 0 : g;  // per-layer decisions all follow KV head 0
+      const float raw = cpu::dot(pn + t * H, pw + head * H, H) + (pb ? pb[head] : 0.0f);
+      out[t * n_kv + g] = raw * scale - offset;
+    }
+  return logits;
+}
+
 // Rotate-half RoPE on [T, heads, D]; cos/sin are [T, 1, D] in the compute type.
-at::Tensor Transformer::rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
+at::Tensor Transformer::rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                               const at::Tensor& into) const {
   const int64_t half = config_.head_dim / 2;
   if (plain_fp32({&x, &cos, &sin}) && x.dim() == 3 && cos.size(0) == x.size(0)) {
-    auto out = at::empty_like(x);
+    auto out = fits(into, x) && !into.is_same(x) ? into : at::empty_like(x);
     const int64_t T = x.size(0), heads = x.size(1), D = x.size(2);
     const float *px = x.const_data_ptr<float>(), *pc = cos.const_data_ptr<float>(), *ps = sin.const_data_ptr<float>();
     float* po = out.data_ptr<float>();
@@ -141,16 +189,23 @@ at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& posi
   auto cos = emb.cos(), sin = emb.sin();
 
   auto x = embedding(weights_.embed, tokens, weights_.dtype());  // [T, H]
+  // x is this forward's own tensor, and with no weight that requires grad nothing saved it for a backward.
+  const bool in_place = !(differentiable_ && at::GradMode::is_enabled()) && plain_fp32({&x});
+  const Buffers b(c, T, in_place);
+  // A result in buffer `buf` comes back as the buffer itself: its view by heads is kept too.
+  const auto heads = [&](const at::Tensor& y, const at::Tensor& buf, const at::Tensor& buf_heads) {
+    return buf.defined() && y.is_same(buf) ? buf_heads : y.view({T, -1, D});
+  };
   for (int64_t i = 0; i < c.n_layers; ++i) {
     const LayerWeights& l = weights_.layers[i];
-    auto h = rms_norm(x, l.attn_norm);
-    const auto qkv = linear_many(h, {&l.wq, &l.wk, &l.wv}, {&l.bq, &l.bk, &l.bv});
-    auto q = qkv[0].view({T, c.n_heads, D});
-    auto k = qkv[1].view({T, c.n_kv_heads, D});
-    auto v = qkv[2].view({T, c.n_kv_heads, D});
-    if (c.qk_norm) {
-      q = rms_norm(q, l.q_norm);
-      k = rms_norm(k, l.k_norm);
+    auto h = rms_norm(x, l.attn_norm, b.h);
+    const auto qkv = linear_many(h, {&l.wq, &l.wk, &l.wv}, {&l.bq, &l.bk, &l.bv}, {b.q, b.k, b.v});
+    auto q = heads(qkv[0], b.q, b.q_heads);
+    auto k = heads(qkv[1], b.k, b.k_heads);
+    auto v = heads(qkv[2], b.v, b.v_heads);
+    if (c.qk_norm) {  // in place where q and k are the buffers
+      q = rms_norm(q, l.q_norm, q.is_same(b.q_heads) ? q : at::Tensor());
+      k = rms_norm(k, l.k_norm, k.is_same(b.k_heads) ? k : at::Tensor());
     }
     at::Tensor evict_logits;  // [T, n_kv] fp32: l[t, g] of dms-spec section 1
     if (c.dms.mode == DmsMode::QueryChannel) {
@@ -160,22 +215,29 @@ at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& posi
       q = rotate(q * query_keep_, cos, sin) * query_keep_;
     } else {
       // Mode B reads the residual stream as it enters the layer.
-      if (c.dms.mode == DmsMode::Adapter)
-        evict_logits = decision_logits(at::linear(rms_norm(x, l.decision.norm), l.decision.proj, l.decision.bias));
-      q = rotate(q, cos, sin);
+      if (c.dms.mode == DmsMode::Adapter) evict_logits = adapter_logits(x, l, b);
+      q = rotate(q, cos, sin, b.q_rot);
     }
-    k = rotate(k, cos, sin);
+    k = rotate(k, cos, sin, b.k_rot);
     auto o = attn.attend(i, q, k, v, c.dms.decides() ? evict_logits : at::Tensor()).reshape({T, c.n_heads * D});
-    // x is this forward's own tensor, and with no weight that requires grad nothing saved it for a backward.
-    const bool in_place = !(differentiable_ && at::GradMode::is_enabled()) && plain_fp32({&x});
-    if (in_place) add_in_place(x, linear(o, l.wo, l.bo));
+    if (in_place) add_in_place(x, linear(o, l.wo, l.bo, b.delta));
     else x = x + linear(o, l.wo, l.bo);
 
-    h = rms_norm(x, l.mlp_norm);
-    const auto gate_up = linear_many(h, {&l.w_gate, &l.w_up}, {&l.b_gate, &l.b_up});
+    h = rms_norm(x, l.mlp_norm, b.h);
+    const auto gate_up = linear_many(h, {&l.w_gate, &l.w_up}, {&l.b_gate, &l.b_up}, {b.gate, b.up});
     auto gate = gate_up[0], up = gate_up[1];
-    auto act = plain_fp32({&gate, &up}) ? at::silu_(gate).mul_(up) : at::silu(gate) * up;
-    if (in_place) add_in_place(x, linear(act, l.w_down, l.b_down));
+    // ATen's silu, as transformers runs it (the 16-bit activations then quantize the same values),
+    // and the product with up as a loop.
+    at::Tensor act;
+    if (plain_fp32({&gate, &up}) && gate.sizes() == up.sizes()) {
+      act = at::silu_(gate);
+      float* g = act.data_ptr<float>();
+      const float* u = up.const_data_ptr<float>();
+      for (int64_t j = 0, n = act.numel(); j < n; ++j) g[j] *= u[j];
+    } else {
+      act = at::silu(gate) * up;
+    }
+    if (in_place) add_in_place(x, linear(act, l.w_down, l.b_down, b.delta));
     else x = x + linear(act, l.w_down, l.b_down);
   }
   return rms_norm(x, weights_.final_norm);

@@ -26,9 +26,13 @@ class Transformer {
   at::ScalarType dtype() const { return weights_.dtype(); }
 
  private:
-  at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w) const;
-  at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
+  struct Buffers;
+  // `out` (may be undefined): where a plain fp32 result goes (see Buffers); may be x itself.
+  at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& out = {}) const;
+  at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                    const at::Tensor& out = {}) const;
   at::Tensor decision_logits(const at::Tensor& raw) const;
+  at::Tensor adapter_logits(const at::Tensor& x, const LayerWeights& l, const Buffers& b) const;
 
   ModelConfig config_;
   Weights weights_;

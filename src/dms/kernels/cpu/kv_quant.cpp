@@ -1,6 +1,7 @@
 #include "dms/kernels/cpu/kv_quant.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
 #include <algorithm>
@@ -72,7 +73,18 @@ void dequantize_q8_row(const uint8_t* row, int64_t head_dim, float* out) {
 at::Tensor to_kv_rows(const at::Tensor& x, at::ScalarType dtype) {
   if (dtype != kQ8) {
     kv_row_bytes(dtype, 1);  // rejects other dtypes
-    return x.to(dtype).contiguous();
+    if (x.scalar_type() != at::kFloat || !x.is_contiguous() || !x.device().is_cpu()) {
+      at::Tensor rows = x.to(dtype).contiguous();
+      return rows.is_alias_of(x) ? rows.clone() : rows;
+    }
+    // fp32 rows of a decode step: converted in a loop, rounding as ATen's conversions do.
+    at::Tensor rows = at::empty(x.sizes(), x.options().dtype(dtype));
+    const float* s = x.const_data_ptr<float>();
+    const int64_t n = x.numel();
+    if (dtype == at::kFloat) std::memcpy(rows.data_ptr<float>(), s, n * sizeof(float));
+    if (dtype == at::kBFloat16) std::copy(s, s + n, rows.data_ptr<at::BFloat16>());
+    if (dtype == at::kHalf) std::copy(s, s + n, rows.data_ptr<at::Half>());
+    return rows;
   }
   const int64_t D = x.size(-1), row_bytes = kv_row_bytes(kQ8, D);
   const at::Tensor src = x.to(at::kFloat).contiguous();

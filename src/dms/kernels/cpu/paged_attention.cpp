@@ -5,7 +5,6 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -16,6 +15,7 @@
 #include "dms/format/half.h"
 #include "dms/kernels/cpu/attention_rows.h"
 #include "dms/kernels/cpu/kv_quant.h"
+#include "dms/kernels/cpu/parallel.h"
 #include "dms/kernels/cpu/quant_matmul.h"
 #include "dms/kernels/cpu/vector_math.h"
 #include "dms/util/error.h"
@@ -402,11 +402,8 @@ void run_units(const std::vector<Unit>& units, Fn fn) {
   std::vector<int64_t> order(units.size());
   for (size_t i = 0; i < units.size(); ++i) order[i] = static_cast<int64_t>(i);
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return units[a].cost > units[b].cost; });
-  std::atomic<int64_t> next{0};
-  const int64_t n = static_cast<int64_t>(units.size());
-  const int64_t workers = std::min<int64_t>(n, at::get_num_threads());
-  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    for (int64_t i = next++; i < n; i = next++) fn(order[i]);
+  parallel_chunks(static_cast<int64_t>(units.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) fn(order[i]);
   });
 }
 

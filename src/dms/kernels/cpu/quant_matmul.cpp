@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "dms/kernels/cpu/parallel.h"
 #include "dms/kernels/cpu/quant_blocks.h"
 #include "dms/util/error.h"
 
@@ -171,7 +172,7 @@ struct PackedTarget {
 };
 
 // The groups of all the targets (one input, quantized in acts) split across the threads in one
-// parallel_for: each group's rows come out as a call for its matrix alone would give them.
+// parallel region: each group's rows come out as a call for its matrix alone would give them.
 void packed_decode(const std::vector<PackedTarget>& targets, const quant::ActRows& acts, int64_t n) {
   int64_t groups = 0, min_row_bytes = INT64_MAX;
   for (const PackedTarget& t : targets) {
@@ -180,7 +181,7 @@ void packed_decode(const std::vector<PackedTarget>& targets, const quant::ActRow
   }
   const int64_t grain = std::max<int64_t>(1, kDecodeGrainBytes / (kPackRows * std::max<int64_t>(min_row_bytes, 1)));
   const int64_t cols = acts.cols;
-  at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
+  parallel_chunks(groups, grain, [&](int64_t begin, int64_t end) {
     int64_t base = 0;  // the target's first group among all the targets' groups
     for (const PackedTarget& t : targets) {
       const int64_t count = t.w->rows / kPackRows, lo = std::max(begin, base) - base;
@@ -209,7 +210,7 @@ void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Cp
     if (pdot) return packed_decode({{&w, pdot, y}}, all, n);
     const int16_t* q = all.q;
     const float *scale = all.scale, *sum = all.sum;
-    at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
+    parallel_chunks(w.rows, grain, [&](int64_t begin, int64_t end) {
       for (int64_t t0 = 0; t0 < n; t0 += kMaxRowsPerDot) {
         const quant::ActRows acts{q + t0 * w.cols, scale + t0 * w.cols / 32, sum + t0 * w.cols / 32, w.cols};
         const int count = static_cast<int>(std::min<int64_t>(kMaxRowsPerDot, n - t0));
@@ -228,7 +229,7 @@ void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Cp
       sums[i] = s;
     }
     const float* sum = sums.data();
-    at::parallel_for(0, w.rows / kPackRows, std::max<int64_t>(1, grain / kPackRows), [&](int64_t begin, int64_t end) {
+    parallel_chunks(w.rows / kPackRows, std::max<int64_t>(1, grain / kPackRows), [&](int64_t begin, int64_t end) {
       for (int64_t t0 = 0; t0 < n; t0 += kMaxRowsPerDot) {
         const int count = static_cast<int>(std::min<int64_t>(kMaxRowsPerDot, n - t0));
         for (int64_t g = begin; g < end; ++g)
