@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <array>
 #include <set>
 #include <string>
 
@@ -164,11 +165,12 @@ void PagedKVCache::check_attend_args(int64_t layer, const at::Tensor& q, const a
   if (!in_step_) fail("kv cache", "attend outside a step (begin_step first)");
   if (layer < 0 || layer >= n_layers_) fail("kv cache", "attend: layer " + str(layer) + " out of range");
   if (pending_[layer].attended) fail("kv cache", "attend: layer " + str(layer) + " twice in one step");
-  const std::vector<int64_t> q_shape{step_rows_, n_heads_, head_dim_}, kv_shape{step_rows_, n_kv_, head_dim_};
-  if ((q.defined() && q.sizes() != q_shape) || k.sizes() != kv_shape || v.sizes() != kv_shape)
+  const std::array<int64_t, 3> q_shape{step_rows_, n_heads_, head_dim_}, kv_shape{step_rows_, n_kv_, head_dim_};
+  if ((q.defined() && q.sizes() != at::IntArrayRef(q_shape)) || k.sizes() != at::IntArrayRef(kv_shape) ||
+      v.sizes() != at::IntArrayRef(kv_shape))
     fail("kv cache", "attend: expected q [" + str(step_rows_) + ", " + str(n_heads_) + ", " + str(head_dim_) +
                          "] and k, v [" + str(step_rows_) + ", " + str(n_kv_) + ", " + str(head_dim_) + "]");
-  if (logits.defined() && logits.sizes() != std::vector<int64_t>{step_rows_, n_kv_})
+  if (logits.defined() && logits.sizes() != at::IntArrayRef({step_rows_, n_kv_}))
     fail("kv cache", "attend: expected evict_logits [" + str(step_rows_) + ", " + str(n_kv_) + "]");
 }
 
@@ -231,7 +233,8 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
                                     .mass_last = mass ? d.mass_last.data() : nullptr};
     }
   });
-  const at::Tensor out = q.defined() ? cpu::paged_attention(q.to(at::kFloat).contiguous(), pools_[layer]->keys(),
+  const bool fp32_q = q.defined() && q.scalar_type() == at::kFloat && q.is_contiguous();  // every decode step
+  const at::Tensor out = q.defined() ? cpu::paged_attention(fp32_q ? q : q.to(at::kFloat).contiguous(), pools_[layer]->keys(),
                                                             pools_[layer]->values(), keys, values, items)
                                      : at::Tensor();
   if (policy_->acts_after_attention())
@@ -242,7 +245,7 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
   pending.k = keys;
   pending.v = values;
   pending.attended = true;
-  return q.defined() ? out.to(q.scalar_type()) : out;
+  return q.defined() && !fp32_q ? out.to(q.scalar_type()) : out;
 }
 
 void PagedKVCache::end_step() {
