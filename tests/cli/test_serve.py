@@ -405,6 +405,36 @@ class ServeTest(unittest.TestCase):
         self.assertGreaterEqual(generated, 24 * 24 + 8 * 2)
         self.assertLessEqual(generated, 32 * 24)
 
+    def test_a_burst_of_connections_waits_for_the_server(self):
+        """64 clients connect at once while the server is stopped (SIGSTOP): the kernel completes
+        every handshake for it (httplib alone would listen with a backlog of 5, and drop the rest),
+        and once the server goes on, each request gets its answer."""
+        s, conns = self.server, []
+        s.proc.send_signal(signal.SIGSTOP)
+        try:
+            for i in range(64):
+                try:
+                    conns.append(socket.create_connection(("127.0.0.1", s.port), timeout=3))
+                except OSError as e:
+                    self.fail(f"connection {i} while the server is stopped: {e!r}")
+                conns[-1].sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        finally:
+            s.proc.send_signal(signal.SIGCONT)
+        for i, c in enumerate(conns):
+            with c:
+                c.settimeout(60)
+                answer = b""
+                while chunk := c.recv(4096):
+                    answer += chunk
+                self.assertTrue(answer.startswith(b"HTTP/1.1 200"), f"connection {i}: {answer[:80]!r}")
+
+    def test_port_of_a_running_server_is_refused(self):
+        r = subprocess.run([DMS, "serve", "--port", str(self.server.port)], capture_output=True, text=True,
+                           timeout=120)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(f"--port {self.server.port}", r.stderr)
+        self.assertIn("in use", r.stderr)
+        self.assertEqual(self.server.get("/health").status_code, 200, "the running server goes on")
 
 class ServeLimitsTest(unittest.TestCase):
     def test_full_queue_is_503_with_retry_after(self):

@@ -67,6 +67,7 @@ struct HttpServer::Impl {
   std::atomic<bool> draining{false};
   std::atomic<int64_t> open_streams{0};
   std::atomic<bool> stopped{false}, in_run{false};
+  socket_t listen_socket = INVALID_SOCKET;
 
   Impl(ServedModel m, Generator& g, ServeMetrics& mt, ServerOptions o)
       : model(std::move(m)), generator(g), metrics(mt), options(std::move(o)) {}
@@ -283,15 +284,26 @@ HttpServer::~HttpServer() = default;
 
 int HttpServer::bind() {
   Impl& m = *impl_;
-  if (m.options.port == 0) {
-    const int port = m.http.bind_to_any_port(m.options.host);
+  // httplib's own options set SO_REUSEPORT, with which a second server binds a port that one
+  // already listens on and the kernel splits the connections between them: SO_REUSEADDR only.
+  m.http.set_socket_options([&m](socket_t sock) {
+    const int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    m.listen_socket = sock;  // the last one is the socket that binds
+  });
+  int port = m.options.port;
+  if (port == 0) {
+    port = m.http.bind_to_any_port(m.options.host);
     if (port < 0) fail("--host " + m.options.host, "cannot listen on it");
-    return port;
+  } else if (!m.http.bind_to_port(m.options.host, port)) {
+    fail("--port " + std::to_string(port),
+         "cannot listen on " + m.options.host + ":" + std::to_string(port) + " (in use, or not allowed)");
   }
-  if (!m.http.bind_to_port(m.options.host, m.options.port))
-    fail("--port " + std::to_string(m.options.port), "cannot listen on " + m.options.host + ":" +
-                                                        std::to_string(m.options.port) + " (in use, or not allowed)");
-  return m.options.port;
+  // httplib listens with a backlog of 5. A burst of clients overflows it, and a connection whose
+  // handshake the kernel dropped can come through seconds later, after httplib stopped waiting
+  // for its request: the client sees a reset. Listening again sets the system's limit.
+  if (::listen(m.listen_socket, SOMAXCONN) != 0) fail("--port " + std::to_string(port), "cannot listen on it");
+  return port;
 }
 
 void HttpServer::run() {
