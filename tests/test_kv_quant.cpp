@@ -76,5 +76,38 @@ TEST(KvQuant, OtherDtypesAreRoundedCopies) {
   EXPECT_THROW(cpu::kv_rows_to_float(at::zeros({2, 67}, at::kChar), kQ8, 64), Error);
 }
 
+// Rows made into a kept tensor: its memory is reused only while nothing else holds it, so rows a
+// caller still reads never change under it; the values are those of a fresh conversion.
+TEST(KvQuant, KeptRowsReuseOnlyFreeMemory) {
+  for (auto dtype : {at::kFloat, at::kBFloat16, at::kHalf, kQ8}) {
+    SCOPED_TRACE(cpu::kv_dtype_name(dtype));
+    const at::Tensor x1 = random_rows(6, 64, 11), x2 = random_rows(6, 64, 12), x3 = random_rows(6, 64, 13);
+    at::Tensor kept;
+    const void* first = cpu::to_kv_rows(x1, dtype, &kept).data_ptr();
+    EXPECT_EQ(kept.data_ptr(), first);
+    const at::Tensor r2 = cpu::to_kv_rows(x2, dtype, &kept);  // the rows of x1 were let go
+    EXPECT_EQ(r2.data_ptr(), first);
+    EXPECT_TRUE(at::equal(r2, cpu::to_kv_rows(x2, dtype)));
+    const at::Tensor r3 = cpu::to_kv_rows(x3, dtype, &kept);  // r2 is still held
+    EXPECT_NE(r3.data_ptr(), first);
+    EXPECT_TRUE(at::equal(r2, cpu::to_kv_rows(x2, dtype)));
+    EXPECT_TRUE(at::equal(r3, cpu::to_kv_rows(x3, dtype)));
+    EXPECT_TRUE(kept.is_same(r3));
+    at::Tensor view;  // only a view of x3's rows is held
+    {
+      const at::Tensor r3_again = cpu::to_kv_rows(x3, dtype, &kept);  // r3 is held: new memory
+      EXPECT_NE(r3_again.data_ptr(), r3.data_ptr());
+      view = r3_again.narrow(0, 1, 2);
+    }
+    const at::Tensor r4 = cpu::to_kv_rows(x1, dtype, &kept);
+    EXPECT_NE(r4.data_ptr(), view.data_ptr());
+    EXPECT_TRUE(at::equal(view, cpu::to_kv_rows(x3, dtype).narrow(0, 1, 2)));
+    EXPECT_TRUE(at::equal(r4, cpu::to_kv_rows(x1, dtype)));
+    const at::Tensor other_shape = cpu::to_kv_rows(random_rows(5, 64, 14), dtype, &kept);
+    EXPECT_EQ(other_shape.size(0), 5);
+    EXPECT_TRUE(at::equal(r3, cpu::to_kv_rows(x3, dtype)));
+  }
+}
+
 }  // namespace
 }  // namespace dms::test

@@ -143,11 +143,17 @@ void PagedKVCache::begin_step(const std::vector<StepSequence>& step) {
   auto* p = positions_.data_ptr<int64_t>();
   for (const auto& e : step_)
     for (int64_t t = 0; t < e.n; ++t) p[e.row0 + t] = e.seq->seen + t;
-  for (auto& layer : pending_) {  // the decisions keep their memory for the next step
-    layer.attended = false;
-    layer.k = layer.v = at::Tensor();
-  }
+  reset_pending();
   in_step_ = true;
+}
+
+void PagedKVCache::reset_pending() {
+  // The decisions keep their memory for the next step, and so do the rows of a small step.
+  for (auto& layer : pending_) {
+    layer.attended = false;
+    if (layer.k.defined() && layer.k.size(0) > kKeptRows) layer.k = layer.v = at::Tensor();
+  }
+  if (attention_out_.defined() && attention_out_.size(0) > kKeptRows) attention_out_ = at::Tensor();
 }
 
 HeadStep PagedKVCache::head_step(const StepEntry& e, int64_t layer, int64_t g, const float* logits) const {
@@ -190,8 +196,10 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
   PendingLayer& pending = pending_[layer];
   // Stored as the pool stores them, once: q8 keys are quantized here, and the step's own queries
   // see them quantized as every later query will.
-  const at::Tensor keys = cpu::to_kv_rows(k, options_.kv_dtype), values = cpu::to_kv_rows(v, options_.kv_dtype);
-  const at::Tensor logits = evict_logits.defined() ? evict_logits.to(at::kFloat).contiguous() : at::Tensor();
+  const at::Tensor keys = cpu::to_kv_rows(k, options_.kv_dtype, &pending.k);
+  const at::Tensor values = cpu::to_kv_rows(v, options_.kv_dtype, &pending.v);
+  const bool fp32_logits = evict_logits.defined() && evict_logits.scalar_type() == at::kFloat && evict_logits.is_contiguous();
+  const at::Tensor logits = fp32_logits || !evict_logits.defined() ? evict_logits : evict_logits.to(at::kFloat).contiguous();
   const float* lp = logits.defined() ? logits.data_ptr<float>() : nullptr;
   const bool mass = policy_->needs_attention_mass();
 
@@ -235,14 +243,15 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
   });
   const bool fp32_q = q.defined() && q.scalar_type() == at::kFloat && q.is_contiguous();  // every decode step
   const at::Tensor out = q.defined() ? cpu::paged_attention(fp32_q ? q : q.to(at::kFloat).contiguous(), pools_[layer]->keys(),
-                                                            pools_[layer]->values(), keys, values, items)
+                                                            pools_[layer]->values(), keys, values, items,
+                                                            cpu::default_cpu_isa(), &attention_out_)
                                      : at::Tensor();
   if (policy_->acts_after_attention())
     at::parallel_for(0, static_cast<int64_t>(decisions.size()), 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
         policy_->after_attention(head_step(step_[i / n_kv_], layer, i % n_kv_, lp), decisions[i]);
     });
-  pending.k = keys;
+  pending.k = keys;  // to_kv_rows stored them there unless it converted another dtype
   pending.v = values;
   pending.attended = true;
   return q.defined() && !fp32_q ? out.to(q.scalar_type()) : out;
@@ -271,10 +280,7 @@ void PagedKVCache::end_step() {
 }
 
 void PagedKVCache::abort_step() {
-  for (auto& layer : pending_) {  // the decisions keep their memory for the next step
-    layer.attended = false;
-    layer.k = layer.v = at::Tensor();
-  }
+  reset_pending();
   step_.clear();
   step_rows_ = 0;
   positions_ = at::Tensor();

@@ -172,10 +172,14 @@ class PagedKVCache : public AttentionBackend {
     at::Tensor k, v;                       // the step's keys and values in the KV dtype
     std::vector<HeadDecision> decisions;   // [step entry * n_kv + head]; kept between steps
   };
+  // A step of at most this many rows (a batch's decode step) leaves its K/V rows and attention
+  // output for the next step to reuse; a prefill chunk's are let go.
+  static constexpr int64_t kKeptRows = 64;
 
   const Sequence& find(SequenceId id, const char* what) const;
   std::vector<int64_t> blocks_needed(const std::vector<StepSequence>& step) const;  // per layer
   HeadStep head_step(const StepEntry& e, int64_t layer, int64_t g, const float* logits) const;
+  void reset_pending();
   void check_attend_args(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const at::Tensor& evict_logits) const;
   // attend and store: the policy's decisions for the layer, with attention when q is defined.
@@ -195,6 +199,7 @@ class PagedKVCache : public AttentionBackend {
   at::Tensor positions_;
   std::vector<PendingLayer> pending_;
   std::vector<cpu::AttentionItem> items_;  // record()'s, kept between calls
+  at::Tensor attention_out_;                // record()'s result, kept between calls
 };
 
 }  // namespace dms

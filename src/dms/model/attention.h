@@ -12,7 +12,8 @@ class AttentionBackend {
   // q: [T, n_heads, D], k and v: [T, n_kv_heads, D], for the T tokens of the current step
   // in the order the backend's step defines. evict_logits: [T, n_kv_heads] fp32, the DMS
   // decision logits l[t, g] (docs: dms-spec section 1), undefined when the model has no
-  // decision heads. Returns [T, n_heads, D].
+  // decision heads. Returns [T, n_heads, D]. The inputs may be the forward's buffers, which the
+  // next layer overwrites: a backend that keeps one past the call keeps a copy.
   virtual at::Tensor attend(int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const at::Tensor& evict_logits) = 0;
 };

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <initializer_list>
 
+#include "dms/kernels/cpu/swiglu.h"
 #include "dms/kernels/cpu/vector_math.h"
 #include "dms/util/error.h"
 
@@ -79,7 +80,7 @@ bool fits(const at::Tensor& into, const at::Tensor& x) {
 // shared by all the layers, so that a decode step allocates them once instead of in every layer.
 // Undefined otherwise: every op then makes its own result.
 struct Transformer::Buffers {
-  at::Tensor h, decision_h, q, k, v, q_heads, k_heads, v_heads, q_rot, k_rot, delta, gate, up;
+  at::Tensor h, decision_h, evict_logits, q, k, v, q_heads, k_heads, v_heads, q_rot, k_rot, delta, gate, up;
 
   Buffers(const ModelConfig& c, int64_t T, bool plain) {
     if (!plain) return;
@@ -87,7 +88,7 @@ struct Transformer::Buffers {
     const auto make = [](std::initializer_list<int64_t> shape) { return at::empty(shape, at::kFloat); };
     h = make({T, c.hidden_size});
     delta = make({T, c.hidden_size});
-    if (c.dms.mode == DmsMode::Adapter) decision_h = make({T, c.hidden_size});
+    if (c.dms.mode == DmsMode::Adapter) decision_h = make({T, c.hidden_size}), evict_logits = make({T, c.n_kv_heads});
     q = make({T, c.n_heads * D}), k = make({T, c.n_kv_heads * D}), v = make({T, c.n_kv_heads * D});
     q_heads = q.view({T, c.n_heads, D}), k_heads = k.view({T, c.n_kv_heads, D}), v_heads = v.view({T, c.n_kv_heads, D});
     q_rot = make({T, c.n_heads, D}), k_rot = make({T, c.n_kv_heads, D});
@@ -143,7 +144,7 @@ at::Tensor Transformer::adapter_logits(const at::Tensor& x, const LayerWeights& 
   if (!plain) return decision_logits(at::linear(rms_norm(x, d.norm), d.proj, d.bias));
   const auto normed = rms_norm(x, d.norm, b.decision_h);
   const int64_t T = x.size(0), H = x.size(1), n_kv = config_.n_kv_heads;
-  auto logits = at::empty({T, n_kv}, at::kFloat);
+  const at::Tensor& logits = b.evict_logits;
   const float *pn = normed.const_data_ptr<float>(), *pw = d.proj.const_data_ptr<float>();
   const float* pb = d.bias.defined() ? d.bias.const_data_ptr<float>() : nullptr;
   const auto scale = static_cast<float>(config_.dms.alpha_scale), offset = static_cast<float>(config_.dms.alpha_offset);
@@ -226,14 +227,10 @@ at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& posi
     h = rms_norm(x, l.mlp_norm, b.h);
     const auto gate_up = linear_many(h, {&l.w_gate, &l.w_up}, {&l.b_gate, &l.b_up}, {b.gate, b.up});
     auto gate = gate_up[0], up = gate_up[1];
-    // ATen's silu, as transformers runs it (the 16-bit activations then quantize the same values),
-    // and the product with up as a loop.
     at::Tensor act;
     if (plain_fp32({&gate, &up}) && gate.sizes() == up.sizes()) {
-      act = at::silu_(gate);
-      float* g = act.data_ptr<float>();
-      const float* u = up.const_data_ptr<float>();
-      for (int64_t j = 0, n = act.numel(); j < n; ++j) g[j] *= u[j];
+      cpu::swiglu_in_place(gate, up);
+      act = gate;
     } else {
       act = at::silu(gate) * up;
     }

@@ -30,10 +30,17 @@ using ScoreFn = void (*)(const float* q, int64_t heads, const Rows& rows, float*
 using FoldFn = void (*)(const float* q, int64_t heads, float scale, const Rows& keys, const Rows& values,
                         const uint8_t* visible, float* max, float* sum, float* acc, float* w);
 
+// SwiGLU's gate in place (swiglu.h): gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x) with
+// the exp that libtorch exports from SLEEF (1 ulp), two vectors at a time as ATen's silu kernel
+// goes, over the first n - n % (2 * lanes) elements. Returns how many it did; -1 when libtorch
+// exports no such exp.
+using SwigluFn = int64_t (*)(float* gate, const float* up, int64_t n);
+
 struct Kernels {
   ScoreFn scores = nullptr;
   FoldFn fold = nullptr;
   int64_t run = 0;  // values per step of the loops: dim must be a multiple of it (and a q8 group equal)
+  SwigluFn swiglu = nullptr;
 };
 
 // Filled by attention_kernels_<isa>.cpp; call only where the CPU has the ISA.

@@ -10,6 +10,7 @@
 
 #include "dms/format/half.h"
 #include "dms/util/error.h"
+#include "dms/util/kept_tensor.h"
 
 namespace dms::cpu {
 
@@ -70,7 +71,10 @@ void dequantize_q8_row(const uint8_t* row, int64_t head_dim, float* out) {
   }
 }
 
-at::Tensor to_kv_rows(const at::Tensor& x, at::ScalarType dtype) {
+at::Tensor to_kv_rows(const at::Tensor& x, at::ScalarType dtype, at::Tensor* kept) {
+  const auto make = [&](at::IntArrayRef shape, at::ScalarType type) {
+    return kept ? kept_or_empty(*kept, shape, type) : at::empty(shape, at::TensorOptions().dtype(type));
+  };
   if (dtype != kQ8) {
     kv_row_bytes(dtype, 1);  // rejects other dtypes
     if (x.scalar_type() != at::kFloat || !x.is_contiguous() || !x.device().is_cpu()) {
@@ -78,7 +82,7 @@ at::Tensor to_kv_rows(const at::Tensor& x, at::ScalarType dtype) {
       return rows.is_alias_of(x) ? rows.clone() : rows;
     }
     // fp32 rows of a decode step: converted in a loop, rounding as ATen's conversions do.
-    at::Tensor rows = at::empty(x.sizes(), x.options().dtype(dtype));
+    at::Tensor rows = make(x.sizes(), dtype);
     const float* s = x.const_data_ptr<float>();
     const int64_t n = x.numel();
     if (dtype == at::kFloat) std::memcpy(rows.data_ptr<float>(), s, n * sizeof(float));
@@ -90,7 +94,7 @@ at::Tensor to_kv_rows(const at::Tensor& x, at::ScalarType dtype) {
   const at::Tensor src = x.to(at::kFloat).contiguous();
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = row_bytes;
-  at::Tensor rows = at::empty(shape, at::kChar);
+  at::Tensor rows = make(shape, at::kChar);
   const int64_t n = D > 0 ? src.numel() / D : 0;
   const float* s = src.data_ptr<float>();
   auto* r = reinterpret_cast<uint8_t*>(rows.data_ptr());

@@ -35,8 +35,9 @@ void dequantize_q8_row(const uint8_t* row, int64_t head_dim, float* out);
 
 // x [..., head_dim] (any float dtype) as stored rows: for f32/bf16/f16 x in that dtype; for q8
 // a kChar tensor [..., kv_row_bytes] of quantized rows. Contiguous, and never x's own memory
-// (the caller may overwrite x before the rows are stored).
-at::Tensor to_kv_rows(const at::Tensor& x, at::ScalarType dtype);
+// (the caller may overwrite x before the rows are stored). With `kept`, the rows go into it where
+// kept_or_empty (util/kept_tensor.h) allows.
+at::Tensor to_kv_rows(const at::Tensor& x, at::ScalarType dtype, at::Tensor* kept = nullptr);
 // Stored rows back to fp32 [..., head_dim] (tests and tools).
 at::Tensor kv_rows_to_float(const at::Tensor& rows, at::ScalarType dtype, int64_t head_dim);
 

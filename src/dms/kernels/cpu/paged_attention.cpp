@@ -5,6 +5,7 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -19,6 +20,7 @@
 #include "dms/kernels/cpu/quant_matmul.h"
 #include "dms/kernels/cpu/vector_math.h"
 #include "dms/util/error.h"
+#include "dms/util/kept_tensor.h"
 
 namespace dms::cpu {
 namespace {
@@ -410,10 +412,11 @@ void run_units(const std::vector<Unit>& units, Fn fn) {
 template <typename E>
 at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k, const at::Tensor& pool_v,
                const at::Tensor& step_k, const at::Tensor& step_v, const std::vector<AttentionItem>& items,
-               CpuIsa isa) {
+               CpuIsa isa, at::Tensor* kept) {
   const Kernel<E> kernel(shape, q, pool_k, pool_v, step_k, step_v, isa);
   const int64_t D = shape.dim, G = shape.group;
-  auto out = at::empty({q.size(0), shape.n_heads, D}, at::kFloat);
+  const std::array<int64_t, 3> out_shape{q.size(0), shape.n_heads, D};
+  auto out = kept ? kept_or_empty(*kept, out_shape, at::kFloat) : at::empty(out_shape, at::kFloat);
   float* od = out.data_ptr<float>();
 
   // Long decode items in pieces, so that a small batch still keeps every thread busy.
@@ -551,7 +554,7 @@ void check(bool ok, const std::string& what) {
 
 at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& pool_k, const at::Tensor& pool_v,
                            const at::Tensor& step_k, const at::Tensor& step_v, const std::vector<AttentionItem>& items,
-                           CpuIsa isa) {
+                           CpuIsa isa, at::Tensor* kept) {
   check(cpu_isa_supported(isa), std::string("this CPU lacks ") + cpu_isa_name(isa));
   check(q.dim() == 3 && q.scalar_type() == at::kFloat && q.is_contiguous(), "q must be contiguous fp32 [T, heads, D]");
   check(pool_k.dim() == 3 && pool_k.sizes() == pool_v.sizes() && pool_k.is_contiguous() && pool_v.is_contiguous(),
@@ -576,10 +579,10 @@ at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& pool_k, const 
   const Shape shape{n_heads, n_kv, n_heads / n_kv, D, pool_k.size(1), static_cast<float>(1.0 / std::sqrt(double(D))),
                     row_bytes};
   switch (dtype) {
-    case at::kFloat: return run<float>(shape, q, pool_k, pool_v, step_k, step_v, items, isa);
-    case at::kBFloat16: return run<c10::BFloat16>(shape, q, pool_k, pool_v, step_k, step_v, items, isa);
-    case at::kHalf: return run<c10::Half>(shape, q, pool_k, pool_v, step_k, step_v, items, isa);
-    case kQ8: return run<Q8>(shape, q, pool_k, pool_v, step_k, step_v, items, isa);
+    case at::kFloat: return run<float>(shape, q, pool_k, pool_v, step_k, step_v, items, isa, kept);
+    case at::kBFloat16: return run<c10::BFloat16>(shape, q, pool_k, pool_v, step_k, step_v, items, isa, kept);
+    case at::kHalf: return run<c10::Half>(shape, q, pool_k, pool_v, step_k, step_v, items, isa, kept);
+    case kQ8: return run<Q8>(shape, q, pool_k, pool_v, step_k, step_v, items, isa, kept);
     default: fail("paged attention", std::string("unsupported KV dtype ") + c10::toString(dtype));
   }
 }

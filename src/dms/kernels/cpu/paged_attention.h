@@ -51,9 +51,10 @@ struct AttentionItem {
 // item may be split over several threads; chunks of many queries use BLAS on a temporary
 // copy of the item's live keys. The inner loops read the rows as stored and convert them in
 // registers with the `isa`'s vectors (AVX2 or AVX-512, when the head dim is a multiple of their
-// width), else convert each block to fp32 first (portable).
+// width), else convert each block to fp32 first (portable). With `kept`, the result goes into it
+// where kept_or_empty (util/kept_tensor.h) allows.
 at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& pool_k, const at::Tensor& pool_v,
                            const at::Tensor& step_k, const at::Tensor& step_v, const std::vector<AttentionItem>& items,
-                           CpuIsa isa = default_cpu_isa());
+                           CpuIsa isa = default_cpu_isa(), at::Tensor* kept = nullptr);
 
 }  // namespace dms::cpu
