@@ -169,6 +169,7 @@ class Engine {
   EngineStats stats_;
   std::vector<std::unique_ptr<Prefix>> prefixes_;
   std::unordered_multimap<uint64_t, Prefix*> prefix_index_;  // by hash of the tokens
+  at::Tensor logits_kept_;  // step()'s logits, kept for the next step
   int64_t prefix_clock_ = 0;
 };
 

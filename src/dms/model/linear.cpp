@@ -65,11 +65,11 @@ at::Tensor linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& 
   return plain ? y : y.to(x.scalar_type());
 }
 
-std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<const LinearWeight*>& ws,
-                                    const std::vector<const at::Tensor*>& biases,
-                                    const std::vector<at::Tensor>& buffers) {
+std::vector<at::Tensor> linear_many(const at::Tensor& x, at::ArrayRef<const LinearWeight*> ws,
+                                    at::ArrayRef<const at::Tensor*> biases, at::ArrayRef<at::Tensor> buffers) {
   const auto buffer = [&](size_t i) { return i < buffers.size() ? buffers[i] : at::Tensor(); };
   std::vector<at::Tensor> out;
+  out.reserve(ws.size());
   bool fused = x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() > 0;
   for (const LinearWeight* w : ws) fused = fused && w->quantized() && w->cols == x.size(-1);
   if (!fused) {
@@ -78,6 +78,8 @@ std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<const
   }
   std::vector<cpu::QuantMatrix> matrices;
   std::vector<float*> ys;
+  matrices.reserve(ws.size());
+  ys.reserve(ws.size());
   for (size_t i = 0; i < ws.size(); ++i) {
     at::DimVector shape(x.sizes());
     shape.back() = ws[i]->rows();

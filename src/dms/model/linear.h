@@ -48,9 +48,8 @@ at::Tensor linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& 
 // linear(x, ws[i], biases[i], buffers[i]) for each i (biases and buffers may be undefined, buffers
 // empty): where all the weights are quantized and x is fp32, one cpu::quant_matmul_many (x
 // quantized once, one pass of the threads).
-std::vector<at::Tensor> linear_many(const at::Tensor& x, const std::vector<const LinearWeight*>& ws,
-                                    const std::vector<const at::Tensor*>& biases,
-                                    const std::vector<at::Tensor>& buffers = {});
+std::vector<at::Tensor> linear_many(const at::Tensor& x, at::ArrayRef<const LinearWeight*> ws,
+                                    at::ArrayRef<const at::Tensor*> biases, at::ArrayRef<at::Tensor> buffers = {});
 
 // Rows `tokens` [T] of the table [V, H] -> [T, H] in `dtype` (the table's own for float tables).
 at::Tensor embedding(const LinearWeight& table, const at::Tensor& tokens, at::ScalarType dtype);

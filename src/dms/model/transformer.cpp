@@ -8,6 +8,7 @@
 #include "dms/kernels/cpu/swiglu.h"
 #include "dms/kernels/cpu/vector_math.h"
 #include "dms/util/error.h"
+#include "dms/util/kept_tensor.h"
 
 namespace dms {
 
@@ -240,8 +241,12 @@ at::Tensor Transformer::forward(const at::Tensor& tokens, const at::Tensor& posi
   return rms_norm(x, weights_.final_norm);
 }
 
-at::Tensor Transformer::logits(const at::Tensor& hidden) const {
-  return linear(hidden, weights_.lm_head).to(compute_type(hidden));
+at::Tensor Transformer::logits(const at::Tensor& hidden, at::Tensor* kept) const {
+  const auto& w = weights_.lm_head;
+  at::Tensor into;
+  if (kept && w.quantized() && plain_fp32({&hidden}) && hidden.dim() == 2)
+    into = kept_or_empty(*kept, {hidden.size(0), w.rows()}, at::kFloat);
+  return linear(hidden, w, {}, into).to(compute_type(hidden));
 }
 
 }  // namespace dms

@@ -18,8 +18,9 @@ class Transformer {
 
   // tokens, positions: [T] int64. Returns the final hidden states [T, H] (after the last norm).
   at::Tensor forward(const at::Tensor& tokens, const at::Tensor& positions, AttentionBackend& attn) const;
-  // Logits in fp32 (fp64 for fp64 weights) for hidden rows [N, H] -> [N, V].
-  at::Tensor logits(const at::Tensor& hidden) const;
+  // Logits in fp32 (fp64 for fp64 weights) for hidden rows [N, H] -> [N, V]. With `kept`, fp32
+  // logits of a stored lm_head go into it where kept_or_empty (util/kept_tensor.h) allows.
+  at::Tensor logits(const at::Tensor& hidden, at::Tensor* kept = nullptr) const;
 
   const ModelConfig& config() const { return config_; }
   const Weights& weights() const { return weights_; }

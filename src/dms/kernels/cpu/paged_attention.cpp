@@ -399,9 +399,31 @@ struct Unit {
 
 // Runs fn(unit index) over all units on at::parallel_for's threads, costliest first, each
 // thread taking the next unit when it is done so that uneven items balance out.
+// The units and jobs of a call, kept on the calling thread from call to call (a decode step
+// plans once per layer): once their vectors have grown, planning allocates nothing.
+struct Plan {
+  std::vector<Unit> units, job_units;
+  std::vector<std::pair<int64_t, int64_t>> item_units;  // first unit, count
+  std::vector<std::vector<int64_t>> jobs;               // the first n_jobs are this call's
+  size_t n_jobs = 0;
+  std::vector<int64_t> decode_items_per_head, order;
+
+  void start(size_t n_items, int64_t n_kv) {
+    units.clear();
+    job_units.clear();
+    item_units.resize(n_items);
+    n_jobs = 0;
+    decode_items_per_head.assign(static_cast<size_t>(n_kv), 0);
+  }
+  void add_job(int64_t unit) {
+    if (n_jobs == jobs.size()) jobs.emplace_back();
+    jobs[n_jobs++].assign(1, unit);
+  }
+};
+
 template <typename Fn>
-void run_units(const std::vector<Unit>& units, Fn fn) {
-  std::vector<int64_t> order(units.size());
+void run_units(const std::vector<Unit>& units, std::vector<int64_t>& order, Fn fn) {
+  order.resize(units.size());
   for (size_t i = 0; i < units.size(); ++i) order[i] = static_cast<int64_t>(i);
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return units[a].cost > units[b].cost; });
   parallel_chunks(static_cast<int64_t>(units.size()), 1, [&](int64_t begin, int64_t end) {
@@ -419,9 +441,11 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
   auto out = kept ? kept_or_empty(*kept, out_shape, at::kFloat) : at::empty(out_shape, at::kFloat);
   float* od = out.data_ptr<float>();
 
+  thread_local Plan plan;
+  plan.start(items.size(), shape.n_kv);
+  std::vector<Unit>& units = plan.units;
+  auto& item_units = plan.item_units;
   // Long decode items in pieces, so that a small batch still keeps every thread busy.
-  std::vector<Unit> units;
-  std::vector<std::pair<int64_t, int64_t>> item_units(items.size());  // first unit, count
   for (size_t i = 0; i < items.size(); ++i) {
     const auto& it = items[i];
     const int64_t first = static_cast<int64_t>(units.size());
@@ -440,14 +464,12 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
   // Decode pieces of one KV head over the same blocks (forked sequences sharing their prompt's)
   // run as one job: each block is read from memory once and folded into every piece's own
   // partial while it is in cache, each piece in the order it would take alone (same bits).
-  std::vector<std::vector<int64_t>> jobs;
-  std::vector<Unit> job_units;
-  std::vector<int64_t> decode_items_per_head(shape.n_kv, 0);
+  const std::vector<std::vector<int64_t>>& jobs = plan.jobs;
+  std::vector<Unit>& job_units = plan.job_units;
   bool may_share = false;
-  for (const auto& it : items) may_share |= it.n_queries == 1 && ++decode_items_per_head[it.kv_head] > 1;
+  for (const auto& it : items) may_share |= it.n_queries == 1 && ++plan.decode_items_per_head[it.kv_head] > 1;
   if (!may_share) {
-    jobs.reserve(units.size());
-    for (size_t u = 0; u < units.size(); ++u) jobs.push_back({static_cast<int64_t>(u)});
+    for (size_t u = 0; u < units.size(); ++u) plan.add_job(static_cast<int64_t>(u));
     job_units = units;
   } else {
     std::map<std::tuple<int64_t, int64_t, int64_t, int32_t>, std::vector<size_t>> by_start;  // -> jobs
@@ -463,13 +485,13 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
           return std::equal(it.blocks + unit.begin, it.blocks + unit.end, other.blocks + unit.begin);
         });
         if (same != candidates.end()) {
-          jobs[*same].push_back(static_cast<int64_t>(u));
+          plan.jobs[*same].push_back(static_cast<int64_t>(u));
           job_units[*same].cost += unit.cost;
           continue;
         }
-        candidates.push_back(jobs.size());
+        candidates.push_back(plan.n_jobs);
       }
-      jobs.push_back({static_cast<int64_t>(u)});
+      plan.add_job(static_cast<int64_t>(u));
       job_units.push_back(unit);
     }
   }
@@ -478,7 +500,7 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
   thread_local std::vector<Partial> kept_partials, kept_finals;
   std::vector<Partial>& partials = kept_partials;
   if (partials.size() < units.size()) partials.resize(units.size());
-  run_units(job_units, [&](int64_t j) {
+  run_units(job_units, plan.order, [&](int64_t j) {
     thread_local Scratch sc;
     sc.reserve(kernel.scratch_rows(), D, G);
     const std::vector<int64_t>& job = jobs[j];
@@ -533,7 +555,7 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
   bool want_mass = false;
   for (const auto& it : items) want_mass |= it.mass_sum != nullptr || it.mass_last != nullptr;
   if (want_mass) {
-    run_units(units, [&](int64_t u) {
+    run_units(units, plan.order, [&](int64_t u) {
       const Unit& unit = units[u];
       const AttentionItem& it = items[unit.item];
       if (unit.blas || (!it.mass_sum && !it.mass_last)) return;
@@ -546,7 +568,8 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
   return out;
 }
 
-void check(bool ok, const std::string& what) {
+// A message made only when the check fails: a decode step makes thousands of these checks.
+void check(bool ok, const char* what) {
   if (!ok) fail("paged attention", what);
 }
 
@@ -555,7 +578,7 @@ void check(bool ok, const std::string& what) {
 at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& pool_k, const at::Tensor& pool_v,
                            const at::Tensor& step_k, const at::Tensor& step_v, const std::vector<AttentionItem>& items,
                            CpuIsa isa, at::Tensor* kept) {
-  check(cpu_isa_supported(isa), std::string("this CPU lacks ") + cpu_isa_name(isa));
+  if (!cpu_isa_supported(isa)) fail("paged attention", std::string("this CPU lacks ") + cpu_isa_name(isa));
   check(q.dim() == 3 && q.scalar_type() == at::kFloat && q.is_contiguous(), "q must be contiguous fp32 [T, heads, D]");
   check(pool_k.dim() == 3 && pool_k.sizes() == pool_v.sizes() && pool_k.is_contiguous() && pool_v.is_contiguous(),
         "pool K and V must be contiguous [blocks, block_size, D] of one shape");
@@ -566,10 +589,10 @@ at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& pool_k, const 
         "pool and step K/V must share one dtype");
   const int64_t T = q.size(0), n_heads = q.size(1), D = q.size(2), n_kv = step_k.size(1);
   const int64_t row_bytes = kv_row_bytes(dtype, D);
-  check(step_k.size(0) == T && step_k.size(2) * step_k.element_size() == row_bytes &&
-            pool_k.size(2) * pool_k.element_size() == row_bytes,
-        "q, step and pool disagree on T or D (rows of " + std::to_string(row_bytes) + " bytes for " +
-            kv_dtype_name(dtype) + ")");
+  if (step_k.size(0) != T || step_k.size(2) * step_k.element_size() != row_bytes ||
+      pool_k.size(2) * pool_k.element_size() != row_bytes)
+    fail("paged attention", "q, step and pool disagree on T or D (rows of " + std::to_string(row_bytes) + " bytes for " +
+                                kv_dtype_name(dtype) + ")");
   check(n_kv > 0 && n_heads % n_kv == 0, "query heads must be a multiple of KV heads");
   for (const auto& it : items) {
     check(it.n_queries >= 1 && it.row0 >= 0 && it.row0 + it.n_queries <= T, "item rows outside the step");

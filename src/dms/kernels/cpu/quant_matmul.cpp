@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -173,7 +174,7 @@ struct PackedTarget {
 
 // The groups of all the targets (one input, quantized in acts) split across the threads in one
 // parallel region: each group's rows come out as a call for its matrix alone would give them.
-void packed_decode(const std::vector<PackedTarget>& targets, const quant::ActRows& acts, int64_t n) {
+void packed_decode(std::span<const PackedTarget> targets, const quant::ActRows& acts, int64_t n) {
   int64_t groups = 0, min_row_bytes = INT64_MAX;
   for (const PackedTarget& t : targets) {
     groups += t.w->rows / kPackRows;
@@ -207,7 +208,8 @@ void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Cp
   const quant::PackedDotI16 pdot = w.packed && idot ? packed_dot(k, w.type) : nullptr;
   if (idot && (pdot || !w.packed)) {
     const quant::ActRows all = quantize_once(k, x, n, w.cols);
-    if (pdot) return packed_decode({{&w, pdot, y}}, all, n);
+    const PackedTarget target{&w, pdot, y};
+    if (pdot) return packed_decode({&target, 1}, all, n);
     const int16_t* q = all.q;
     const float *scale = all.scale, *sum = all.sum;
     parallel_chunks(w.rows, grain, [&](int64_t begin, int64_t end) {
@@ -400,6 +402,7 @@ void quant_matmul_many(const std::vector<QuantMatrix>& ws, const float* x, int64
   if (!cpu_isa_supported(options.isa)) fail("quant_matmul", std::string("this CPU lacks ") + cpu_isa_name(options.isa));
   const quant::Kernels& k = kernels(options.isa);
   std::vector<PackedTarget> targets;
+  targets.reserve(ws.size());
   const bool decode = options.path == QuantPath::Decode || (options.path == QuantPath::Auto && n < kBatchedMinRows);
   for (size_t i = 0; i < ws.size() && decode && options.activations == Activations::Int16; ++i) {
     const quant::PackedDotI16 dot = ws[i].packed ? packed_dot(k, ws[i].type) : nullptr;
