@@ -46,6 +46,10 @@ void expect_holders_match_block_tables(const PagedKVCache& c, const std::string&
   ASSERT_EQ(s.blocks_used, distinct) << where;
   ASSERT_EQ(s.bytes_held, distinct * block_bytes) << where;
   ASSERT_EQ(s.shared_bytes_saved, (referenced - distinct) * block_bytes) << where;
+  const CacheFootprint f = c.footprint();
+  ASSERT_EQ(f.bytes_held, distinct * block_bytes) << where;
+  ASSERT_EQ(f.shared_bytes_saved, (referenced - distinct) * block_bytes) << where;
+  ASSERT_EQ(f.dense_bytes, s.dense_bytes) << where;
 }
 
 PolicyOptions policy_options() {

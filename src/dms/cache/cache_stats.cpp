@@ -90,6 +90,19 @@ CacheStats PagedKVCache::stats() const {
   return c;
 }
 
+CacheFootprint PagedKVCache::footprint() const {
+  CacheFootprint f;
+  for (const auto& pool : pools_) f.bytes_held += pool->used_blocks() * pool->block_bytes();
+  const int64_t dense_per_token = n_layers_ * n_kv_ * 2 * cpu::kv_row_bytes(options_.kv_dtype, head_dim_);
+  int64_t blocks = 0;  // held by each sequence, shared ones once per holder
+  for (const auto& [id, seq] : sequences_) {
+    for (const HeadCache& h : seq->heads) blocks += static_cast<int64_t>(h.blocks().size());
+    f.dense_bytes += seq->seen * dense_per_token;
+  }
+  f.shared_bytes_saved = (pools_.empty() ? 0 : blocks * pools_[0]->block_bytes()) - f.bytes_held;
+  return f;
+}
+
 int64_t PagedKVCache::blocks_held_only_by(const std::vector<SequenceId>& ids) const {
   int64_t n = 0;
   std::unordered_map<int32_t, int32_t> held;  // block -> its holders among `ids`

@@ -96,6 +96,11 @@ struct CacheStats {
   std::vector<PoolStats> pools;                    // per layer
 };
 
+// stats()'s byte counts alone, without its tables (an engine records them every step).
+struct CacheFootprint {
+  int64_t bytes_held = 0, dense_bytes = 0, shared_bytes_saved = 0;
+};
+
 class PagedKVCache : public AttentionBackend {
  public:
   PagedKVCache(const ModelConfig& config, const PagedCacheOptions& options, std::unique_ptr<EvictionPolicy> policy);
@@ -143,6 +148,7 @@ class PagedKVCache : public AttentionBackend {
   int64_t tokens_seen(SequenceId id) const;
   SequenceStats sequence_stats(SequenceId id) const;
   CacheStats stats() const;
+  CacheFootprint footprint() const;  // allocates nothing
   // Blocks (all pools) that no sequence but those of `ids` holds: what removing them would free.
   int64_t blocks_held_only_by(const std::vector<SequenceId>& ids) const;
   // Positions of the keys (sequence, layer, KV head) keeps, ascending (e.g. for a map of what

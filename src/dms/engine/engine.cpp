@@ -350,7 +350,7 @@ void Engine::step() {
       sample(*due[i], logits[static_cast<int64_t>(i)]);
     }
   }
-  const CacheStats cs = cache_.stats();
+  const CacheFootprint cs = cache_.footprint();
   stats_.peak_bytes_held = std::max(stats_.peak_bytes_held, cs.bytes_held);
   stats_.peak_dense_bytes = std::max(stats_.peak_dense_bytes, cs.dense_bytes);
   stats_.peak_shared_bytes_saved = std::max(stats_.peak_shared_bytes_saved, cs.shared_bytes_saved);
