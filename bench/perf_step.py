@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Where a decode step's CPU time goes, from a `perf record` of `dms generate`: the weight matmuls,
-the attention kernels, OpenMP (threads waiting in or between parallel regions) and everything
+the attention kernels, threads (OpenMP's or the kernels' team's: starting regions, waiting in or
+between them) and everything
 else (op dispatch, allocations, copies, bookkeeping, sampling), per thread and for the whole
 process, by the function each sample was taken in (weighted by the sample's period). Not a test (bench/RESULTS.md, "Per-step
 overhead").
@@ -20,16 +21,19 @@ import subprocess
 MATMUL = re.compile(r"Packed32|decode_matmul|packed_decode|quantize_acts|IntRowKernel|RowKernel|batched_matmul|"
                     r"dequant_blocks|DotHalf")
 ATTENTION = re.compile(r"attn::|paged_attention|run_units|Kernel<|scores_|fold_")
+TEAM = re.compile(r"dms::cpu::team_run|dms::cpu::\(anonymous namespace\)::Team::")
 
 
 def category(sym, dso):
+    if TEAM.search(sym):
+        return "threads"
     if dso.endswith("/dms") or dso == "dms":
         if MATMUL.search(sym):
             return "matmul"
         if ATTENTION.search(sym):
             return "attention"
     if "libgomp" in dso:
-        return "omp"
+        return "threads"
     if "libtorch" in dso and re.search(r"gemm|sgemm|mkl|dnnl", sym):
         return "matmul"  # the batched path's at::mm
     return "other"
@@ -38,7 +42,7 @@ def category(sym, dso):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
-    ap.add_argument("--top", type=int, default=0, help="also list each thread's N costliest other/omp functions")
+    ap.add_argument("--top", type=int, default=0, help="also list each thread's N costliest other/threads functions")
     ap.add_argument("--after", type=float, default=0.0,
                     help="skip the samples of the recording's first SECONDS (loading the model, the prefill)")
     args = ap.parse_args()
@@ -61,7 +65,7 @@ def main():
         sym, dso = frame.group(1).strip(), frame.group(2)
         c = category(sym, dso)
         per_thread[tid][c] += period
-        if c in ("other", "omp"):
+        if c in ("other", "threads"):
             functions[tid][(c, dso.rsplit("/", 1)[-1], sym[:90])] += period
     total = collections.Counter()
     for t in sorted(per_thread, key=lambda t: -sum(per_thread[t].values())):

@@ -1,13 +1,12 @@
 #include "dms/cache/paged_kv_cache.h"
 
-#include <ATen/Parallel.h>
-
 #include <array>
 #include <set>
 #include <string>
 
 #include "dms/kernels/cpu/kv_quant.h"
 #include "dms/kernels/cpu/paged_attention.h"
+#include "dms/kernels/cpu/parallel.h"
 
 namespace dms {
 namespace {
@@ -209,7 +208,7 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
   decisions.resize(step_.size() * n_kv_);
   items_.resize(decisions.size());
   std::vector<cpu::AttentionItem>& items = items_;
-  at::parallel_for(0, static_cast<int64_t>(decisions.size()), 16, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, static_cast<int64_t>(decisions.size()), 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const StepEntry& e = step_[i / n_kv_];
       const int64_t g = i % n_kv_;
@@ -247,7 +246,7 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
                                                             cpu::default_cpu_isa(), &attention_out_)
                                      : at::Tensor();
   if (policy_->acts_after_attention())
-    at::parallel_for(0, static_cast<int64_t>(decisions.size()), 1, [&](int64_t begin, int64_t end) {
+    cpu::parallel_for(0, static_cast<int64_t>(decisions.size()), 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
         policy_->after_attention(head_step(step_[i / n_kv_], layer, i % n_kv_, lp), decisions[i]);
     });
@@ -262,7 +261,7 @@ void PagedKVCache::end_step() {
   for (int64_t l = 0; l < n_layers_; ++l)
     if (!pending_[l].attended) fail("kv cache", "end_step: layer " + str(l) + " was not attended in this step");
   const int64_t per_layer = static_cast<int64_t>(step_.size()) * n_kv_;
-  at::parallel_for(0, n_layers_ * per_layer, 16, [&](int64_t begin, int64_t end) {
+  cpu::parallel_for(0, n_layers_ * per_layer, 16, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t l = i / per_layer, j = i % per_layer, g = j % n_kv_;
       const StepEntry& e = step_[j / n_kv_];

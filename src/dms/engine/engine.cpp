@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "dms/kernels/cpu/parallel.h"
+#include "dms/kernels/cpu/quant_matmul.h"
 #include "dms/util/error.h"
 
 namespace dms {
@@ -307,6 +309,9 @@ void Engine::step() {
       r->start_time = t0;
     }
 
+  // A decode-sized step (the matmuls' decode path, no BLAS) runs its parallel regions on the
+  // kernels' thread team, a prefill chunk on OpenMP (kernels/cpu/parallel.h).
+  const cpu::TeamScope team(static_cast<int64_t>(ids.size()) < cpu::kBatchedMinRows);
   cache_.begin_step(step);
   at::Tensor hidden;
   try {

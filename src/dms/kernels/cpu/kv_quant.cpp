@@ -1,6 +1,5 @@
 #include "dms/kernels/cpu/kv_quant.h"
 
-#include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -9,6 +8,7 @@
 #include <cstring>
 
 #include "dms/format/half.h"
+#include "dms/kernels/cpu/parallel.h"
 #include "dms/util/error.h"
 #include "dms/util/kept_tensor.h"
 
@@ -98,7 +98,7 @@ at::Tensor to_kv_rows(const at::Tensor& x, at::ScalarType dtype, at::Tensor* kep
   const int64_t n = D > 0 ? src.numel() / D : 0;
   const float* s = src.data_ptr<float>();
   auto* r = reinterpret_cast<uint8_t*>(rows.data_ptr());
-  at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+  parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) quantize_q8_row(s + i * D, D, r + i * row_bytes);
   });
   return rows;

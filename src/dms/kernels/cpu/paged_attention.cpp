@@ -397,8 +397,6 @@ struct Unit {
   int64_t cost;
 };
 
-// Runs fn(unit index) over all units on at::parallel_for's threads, costliest first, each
-// thread taking the next unit when it is done so that uneven items balance out.
 // The units and jobs of a call, kept on the calling thread from call to call (a decode step
 // plans once per layer): once their vectors have grown, planning allocates nothing.
 struct Plan {
@@ -421,14 +419,17 @@ struct Plan {
   }
 };
 
+// Runs fn(unit index) over all units, costliest first, each thread taking the next unit when it is
+// done so that uneven items balance out: on OpenMP's threads where a unit calls BLAS, else on the
+// team (parallel.h).
 template <typename Fn>
-void run_units(const std::vector<Unit>& units, std::vector<int64_t>& order, Fn fn) {
+void run_units(const std::vector<Unit>& units, std::vector<int64_t>& order, Threads where, Fn fn) {
   order.resize(units.size());
   for (size_t i = 0; i < units.size(); ++i) order[i] = static_cast<int64_t>(i);
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return units[a].cost > units[b].cost; });
   parallel_chunks(static_cast<int64_t>(units.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) fn(order[i]);
-  });
+  }, where);
 }
 
 template <typename E>
@@ -445,12 +446,14 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
   plan.start(items.size(), shape.n_kv);
   std::vector<Unit>& units = plan.units;
   auto& item_units = plan.item_units;
+  Threads where = Threads::Team;
   // Long decode items in pieces, so that a small batch still keeps every thread busy.
   for (size_t i = 0; i < items.size(); ++i) {
     const auto& it = items[i];
     const int64_t first = static_cast<int64_t>(units.size());
     const int64_t n_tiles = kernel.tiles(it);
     if (it.n_queries >= kBlasMinQueries) {
+      where = Threads::OpenMP;
       units.push_back({static_cast<int64_t>(i), 0, n_tiles, true, n_tiles * it.n_queries});
     } else {
       for (int64_t b = 0; b < std::max<int64_t>(n_tiles, 1); b += kPieceTiles) {
@@ -500,7 +503,7 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
   thread_local std::vector<Partial> kept_partials, kept_finals;
   std::vector<Partial>& partials = kept_partials;
   if (partials.size() < units.size()) partials.resize(units.size());
-  run_units(job_units, plan.order, [&](int64_t j) {
+  run_units(job_units, plan.order, where, [&](int64_t j) {
     thread_local Scratch sc;
     sc.reserve(kernel.scratch_rows(), D, G);
     const std::vector<int64_t>& job = jobs[j];
@@ -525,7 +528,7 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
   std::vector<Partial>& finals = kept_finals;
   if (finals.size() < items.size()) finals.resize(items.size());
   // A few items' merges (one decoding sequence's KV heads) cost less than waking the threads.
-  at::parallel_for(0, static_cast<int64_t>(items.size()), kMergeGrain, [&](int64_t begin, int64_t end) {
+  parallel_for(0, static_cast<int64_t>(items.size()), kMergeGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const auto& it = items[i];
       const auto [first, count] = item_units[i];
@@ -551,11 +554,11 @@ at::Tensor run(const Shape& shape, const at::Tensor& q, const at::Tensor& pool_k
         for (int64_t d = 0; d < D; ++d) o[d] = f.acc[r * D + d] * inv;
       }
     }
-  });
+  }, where);
   bool want_mass = false;
   for (const auto& it : items) want_mass |= it.mass_sum != nullptr || it.mass_last != nullptr;
   if (want_mass) {
-    run_units(units, plan.order, [&](int64_t u) {
+    run_units(units, plan.order, where, [&](int64_t u) {
       const Unit& unit = units[u];
       const AttentionItem& it = items[unit.item];
       if (unit.blas || (!it.mass_sum && !it.mass_last)) return;

@@ -244,7 +244,7 @@ void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Cp
   // fp32 activations: the row kernels, on rows unpacked one at a time where the matrix is packed
   // (the scalar ISA's).
   const quant::RowDot dot = row_dot(k, w.type);
-  at::parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
+  parallel_for(0, w.rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<uint8_t> unpacked(w.packed ? static_cast<size_t>(row_bytes) : 0);
     for (int64_t r = begin; r < end; ++r) {
       const uint8_t* row = w.data + r * row_bytes;

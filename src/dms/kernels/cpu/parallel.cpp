@@ -1,0 +1,157 @@
+// The team of threads behind parallel_chunks (parallel.h).
+//
+// Each worker has its own mailbox: the caller writes a worker's job and then bumps its sequence
+// number, and the worker, spinning on that number, runs the job and counts down the region's
+// pending count, on which the caller waits once its own share is done. A worker that has found no
+// job for kSpin sleeps on a futex (std::atomic::wait) and is woken by the next job; an idle process
+// keeps no core busy. The team is as large as the biggest region asked of it, less the caller, and
+// lives until the process ends.
+#include "dms/kernels/cpu/parallel.h"
+
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace dms::cpu {
+namespace {
+
+// Decode regions come a few microseconds apart, and the next decode step comes within tens of
+// microseconds of the last one's end: a worker that spins for half a millisecond sleeps only when
+// decoding stops (or a prefill chunk runs on OpenMP, whose threads then have the cores to
+// themselves after that half millisecond).
+constexpr auto kSpin = std::chrono::microseconds(500);
+
+thread_local bool t_in_team = false, t_team_scope = false;
+
+inline void relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+struct alignas(64) Worker {
+  std::atomic<uint32_t> seq{0};
+  std::atomic<bool> sleeping{false};
+  void (*fn)(void*) = nullptr;  // written by the caller before seq, read by the worker after it
+  void* ctx = nullptr;
+  std::thread thread;
+};
+
+class Team {
+ public:
+  // Runs fn on the caller and on up to threads - 1 workers.
+  void run(int threads, void (*fn)(void*), void* ctx) {
+    if (busy_.exchange(true, std::memory_order_acquire)) return fn(ctx);  // another thread's region
+    struct Release {
+      Team* t;
+      ~Release() { t->busy_.store(false, std::memory_order_release); }
+    } release{this};
+    grow(threads - 1);
+    const int helpers = threads - 1;
+    error_ = nullptr;
+    pending_.store(helpers, std::memory_order_relaxed);
+    for (int i = 0; i < helpers; ++i) {
+      Worker& w = *workers_[i];
+      w.fn = fn;
+      w.ctx = ctx;
+      w.seq.fetch_add(1, std::memory_order_seq_cst);
+      if (w.sleeping.load(std::memory_order_seq_cst)) w.seq.notify_one();
+    }
+    t_in_team = true;
+    try {
+      fn(ctx);
+    } catch (...) {
+      record(std::current_exception());
+    }
+    t_in_team = false;
+    join();
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void grow(int workers) {
+    while (static_cast<int>(workers_.size()) < workers) {
+      workers_.push_back(std::make_unique<Worker>());
+      Worker* w = workers_.back().get();
+      w->thread = std::thread([this, w] { loop(*w); });
+      w->thread.detach();  // the team lives until the process ends
+    }
+  }
+
+  // Not inlined, so that a profile names the time the caller waits for the workers.
+  [[gnu::noinline]] void join() {
+    const auto start = std::chrono::steady_clock::now();
+    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+      relax();
+      // A worker that lost its core (more threads than cores) is waited for without the spin.
+      if (spins % 256 == 255 && std::chrono::steady_clock::now() - start > kSpin) std::this_thread::yield();
+    }
+  }
+
+  [[gnu::noinline]] static uint32_t wait_for_job(Worker& w, uint32_t seen) {
+    auto start = std::chrono::steady_clock::now();
+    for (int spins = 0;; ++spins) {
+      const uint32_t seq = w.seq.load(std::memory_order_acquire);
+      if (seq != seen) return seq;
+      relax();
+      if (spins % 256 != 255 || std::chrono::steady_clock::now() - start < kSpin) continue;
+      w.sleeping.store(true, std::memory_order_seq_cst);
+      w.seq.wait(seen, std::memory_order_seq_cst);
+      w.sleeping.store(false, std::memory_order_relaxed);
+      start = std::chrono::steady_clock::now();
+    }
+  }
+
+  void loop(Worker& w) {
+    t_in_team = true;
+    for (uint32_t seen = 0;;) {
+      seen = wait_for_job(w, seen);
+      try {
+        w.fn(w.ctx);
+      } catch (...) {
+        record(std::current_exception());
+      }
+      pending_.fetch_sub(1, std::memory_order_release);
+    }
+  }
+
+  void record(std::exception_ptr e) {
+    std::lock_guard<std::mutex> lock(error_mu_);
+    if (!error_) error_ = std::move(e);
+  }
+
+  std::atomic<bool> busy_{false};
+  alignas(64) std::atomic<int> pending_{0};
+  std::vector<std::unique_ptr<Worker>> workers_;  // grown only by the thread holding busy_
+  std::mutex error_mu_;
+  std::exception_ptr error_;
+};
+
+Team& team() {
+  static Team* t = new Team;  // never destroyed: its detached workers use it until the process ends
+  return *t;
+}
+
+}  // namespace
+
+void team_run(int threads, void (*fn)(void*), void* ctx) {
+  if (threads <= 1 || t_in_team) return fn(ctx);
+  team().run(threads, fn, ctx);
+}
+
+bool in_team() { return t_in_team; }
+
+TeamScope::TeamScope(bool on) : saved_(t_team_scope) { t_team_scope = saved_ || on; }
+TeamScope::~TeamScope() { t_team_scope = saved_; }
+bool in_team_scope() { return t_team_scope; }
+
+}  // namespace dms::cpu
