@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <mutex>
@@ -144,6 +146,21 @@ TEST(ThreadTeam, TwoCallersAndNestedRegions) {
   });
   nested();
   other.join();
+}
+
+TEST(ThreadTeam, ChildOfForkStartsATeamOfItsOwn) {
+  ThreadCount count(3);
+  ASSERT_GT(check_chunks(64, 1), 1u);  // the parent's workers exist
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    alarm(20);  // a region waiting for the parent's workers would hang: end the child instead
+    const bool ok = check_chunks(64, 1) > 1 && !::testing::Test::HasFailure();
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
 }
 
 }  // namespace

@@ -8,6 +8,8 @@
 // lives until the process ends.
 #include "dms/kernels/cpu/parallel.h"
 
+#include <pthread.h>
+
 #include <chrono>
 #include <exception>
 #include <memory>
@@ -136,9 +138,17 @@ class Team {
   std::exception_ptr error_;
 };
 
+// Never destroyed: its detached workers use it until the process ends. A child of fork() has none
+// of its parent's workers, and starts a team of its own.
+Team* g_team = nullptr;
+
 Team& team() {
-  static Team* t = new Team;  // never destroyed: its detached workers use it until the process ends
-  return *t;
+  static const bool made = [] {
+    g_team = new Team;
+    return pthread_atfork(nullptr, nullptr, [] { g_team = new Team; }) == 0;
+  }();
+  (void)made;
+  return *g_team;
 }
 
 }  // namespace
