@@ -91,7 +91,8 @@ TEST(ThreadTeam, WakesWorkersThatWentToSleep) {
 
 TEST(ThreadTeam, SplitsAsAtParallelFor) {
   ThreadCount count(4);
-  for (auto [begin, end, grain] : std::vector<std::array<int64_t, 3>>{{0, 10, 16}, {5, 105, 16}, {3, 4, 1}, {0, 97, 1}}) {
+  const std::vector<std::array<int64_t, 3>> cases{{0, 10, 16}, {5, 105, 16}, {3, 4, 1}, {0, 97, 1}};
+  for (auto [begin, end, grain] : cases) {
     std::vector<std::pair<int64_t, int64_t>> ours, theirs;
     std::mutex mu;
     const cpu::TeamScope team(true);

@@ -7,6 +7,14 @@
 #include "dms/kernels/cpu/kv_quant.h"
 
 namespace dms {
+namespace {
+
+// The bytes one token's keys and values take in `heads` (layer, KV head) pairs of a dense cache.
+int64_t dense_bytes_per_token(int64_t heads, at::ScalarType kv_dtype, int64_t head_dim) {
+  return heads * 2 * cpu::kv_row_bytes(kv_dtype, head_dim);
+}
+
+}  // namespace
 
 int64_t PagedKVCache::tokens_seen(SequenceId id) const { return find(id, "tokens_seen").seen; }
 
@@ -41,7 +49,7 @@ SequenceStats PagedKVCache::sequence_stats(SequenceId id) const {
     }
   const int64_t heads = n_layers_ * n_kv_;
   s.bytes_held = s.blocks * pools_[0]->block_bytes();
-  s.dense_bytes = seq.seen * heads * 2 * cpu::kv_row_bytes(options_.kv_dtype, head_dim_);
+  s.dense_bytes = seq.seen * dense_bytes_per_token(heads, options_.kv_dtype, head_dim_);
   if (seq.seen > 0) {
     s.compression_ratio = ratios / static_cast<double>(heads);
     s.memory_ratio = static_cast<double>(seq.seen * heads) / static_cast<double>(std::max<int64_t>(s.live_slots, 1));
@@ -60,8 +68,6 @@ CacheStats PagedKVCache::stats() const {
     ++c.sequences;
     c.tokens_seen += s.tokens_seen;
     c.live_slots += s.live_slots;
-    c.shared_bytes_saved += s.bytes_held;
-    c.dense_bytes += s.dense_bytes;
     if (seq->seen == 0) continue;
     ++counted;
     ratio_sum += s.compression_ratio;
@@ -82,18 +88,20 @@ CacheStats PagedKVCache::stats() const {
   for (const auto& pool : pools_) {
     const PoolStats p{pool->num_blocks(), pool->used_blocks(), pool->free_blocks(), pool->peak_used_blocks()};
     c.blocks_used += p.used;
-    c.bytes_held += p.used * pool->block_bytes();
     c.pool_bytes += p.blocks * pool->block_bytes();
     c.pools.push_back(p);
   }
-  c.shared_bytes_saved -= c.bytes_held;
+  const CacheFootprint f = footprint();
+  c.bytes_held = f.bytes_held;
+  c.dense_bytes = f.dense_bytes;
+  c.shared_bytes_saved = f.shared_bytes_saved;
   return c;
 }
 
 CacheFootprint PagedKVCache::footprint() const {
   CacheFootprint f;
   for (const auto& pool : pools_) f.bytes_held += pool->used_blocks() * pool->block_bytes();
-  const int64_t dense_per_token = n_layers_ * n_kv_ * 2 * cpu::kv_row_bytes(options_.kv_dtype, head_dim_);
+  const int64_t dense_per_token = dense_bytes_per_token(n_layers_ * n_kv_, options_.kv_dtype, head_dim_);
   int64_t blocks = 0;  // held by each sequence, shared ones once per holder
   for (const auto& [id, seq] : sequences_) {
     for (const HeadCache& h : seq->heads) blocks += static_cast<int64_t>(h.blocks().size());

@@ -7,6 +7,7 @@
 #include "dms/kernels/cpu/kv_quant.h"
 #include "dms/kernels/cpu/paged_attention.h"
 #include "dms/kernels/cpu/parallel.h"
+#include "dms/util/kept_tensor.h"
 
 namespace dms {
 namespace {
@@ -197,8 +198,7 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
   // see them quantized as every later query will.
   const at::Tensor keys = cpu::to_kv_rows(k, options_.kv_dtype, &pending.k);
   const at::Tensor values = cpu::to_kv_rows(v, options_.kv_dtype, &pending.v);
-  const bool fp32_logits = evict_logits.defined() && evict_logits.scalar_type() == at::kFloat && evict_logits.is_contiguous();
-  const at::Tensor logits = fp32_logits || !evict_logits.defined() ? evict_logits : evict_logits.to(at::kFloat).contiguous();
+  const at::Tensor logits = float_contiguous(evict_logits);
   const float* lp = logits.defined() ? logits.data_ptr<float>() : nullptr;
   const bool mass = policy_->needs_attention_mass();
 
@@ -240,8 +240,7 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
                                     .mass_last = mass ? d.mass_last.data() : nullptr};
     }
   });
-  const bool fp32_q = q.defined() && q.scalar_type() == at::kFloat && q.is_contiguous();  // every decode step
-  const at::Tensor out = q.defined() ? cpu::paged_attention(fp32_q ? q : q.to(at::kFloat).contiguous(), pools_[layer]->keys(),
+  const at::Tensor out = q.defined() ? cpu::paged_attention(float_contiguous(q), pools_[layer]->keys(),
                                                             pools_[layer]->values(), keys, values, items,
                                                             cpu::default_cpu_isa(), &attention_out_)
                                      : at::Tensor();
@@ -253,7 +252,7 @@ at::Tensor PagedKVCache::record(int64_t layer, const at::Tensor& q, const at::Te
   pending.k = keys;  // to_kv_rows stored them there unless it converted another dtype
   pending.v = values;
   pending.attended = true;
-  return q.defined() && !fp32_q ? out.to(q.scalar_type()) : out;
+  return q.defined() && q.scalar_type() != at::kFloat ? out.to(q.scalar_type()) : out;
 }
 
 void PagedKVCache::end_step() {

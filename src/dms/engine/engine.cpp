@@ -340,7 +340,8 @@ void Engine::step() {
   at::Tensor logits;
   if (!due.empty()) {  // rows are increasing: as many as the step has are all of them (every decode step)
     const bool all = static_cast<int64_t>(rows.size()) == hidden.size(0);
-    logits = model_.transformer->logits(all ? hidden : hidden.index_select(0, at::tensor(rows, at::kLong)), &logits_kept_);
+    const at::Tensor ends = all ? hidden : hidden.index_select(0, at::tensor(rows, at::kLong));
+    logits = model_.transformer->logits(ends, &logits_kept_);
   }
   if (options_.prefix_cache)  // each prompt's state after this chunk, with its logits at its end
     for (Request* r : scheduled)

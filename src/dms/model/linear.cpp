@@ -1,6 +1,7 @@
 #include "dms/model/linear.h"
 
 #include "dms/util/error.h"
+#include "dms/util/kept_tensor.h"
 
 namespace dms {
 
@@ -58,7 +59,7 @@ at::Tensor linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& 
   shape.back() = w.rows();
   // fp32 contiguous input (every decode step): straight into the output, with no ATen op between.
   const bool plain = x.scalar_type() == at::kFloat && x.is_contiguous();
-  const auto xf = plain ? x : x.to(at::kFloat).contiguous();
+  const auto xf = float_contiguous(x);
   auto y = output(shape, plain ? buffer : at::Tensor());
   cpu::quant_matmul(w.matrix(), xf.const_data_ptr<float>(), xf.numel() / w.cols, y.data_ptr<float>());
   add_bias(y, bias);

@@ -91,7 +91,7 @@ at::Tensor to_kv_rows(const at::Tensor& x, at::ScalarType dtype, at::Tensor* kep
     return rows;
   }
   const int64_t D = x.size(-1), row_bytes = kv_row_bytes(kQ8, D);
-  const at::Tensor src = x.to(at::kFloat).contiguous();
+  const at::Tensor src = float_contiguous(x);
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = row_bytes;
   at::Tensor rows = make(shape, at::kChar);
