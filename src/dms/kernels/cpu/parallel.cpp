@@ -9,6 +9,7 @@
 #include "dms/kernels/cpu/parallel.h"
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <chrono>
 #include <exception>
@@ -32,12 +33,22 @@ constexpr auto kSpin = std::chrono::microseconds(500);
 
 thread_local bool t_in_team = false, t_team_scope = false;
 
-inline void relax() {
+// One turn of a spin: a pause, or where the team has more threads than the process has cores
+// (--threads above the core count), the core itself, so that a spinning thread does not keep the
+// one with work off it (libgomp shortens its spin for the same reason).
+inline void relax(bool crowded) {
+  if (crowded) return std::this_thread::yield();
 #if defined(__x86_64__) || defined(__i386__)
   _mm_pause();
 #elif defined(__aarch64__)
   asm volatile("yield");
 #endif
+}
+
+int cores_available() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return static_cast<int>(std::thread::hardware_concurrency());
+  return CPU_COUNT(&set);
 }
 
 struct alignas(64) Worker {
@@ -58,6 +69,8 @@ class Team {
       ~Release() { t->busy_.store(false, std::memory_order_release); }
     } release{this};
     grow(threads - 1);
+    static const int cores = cores_available();
+    crowded_.store(threads > cores, std::memory_order_relaxed);
     const int helpers = threads - 1;
     error_ = nullptr;
     pending_.store(helpers, std::memory_order_relaxed);
@@ -92,19 +105,20 @@ class Team {
   // Not inlined, so that a profile names the time the caller waits for the workers.
   [[gnu::noinline]] void join() {
     const auto start = std::chrono::steady_clock::now();
+    const bool crowded = crowded_.load(std::memory_order_relaxed);
     for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
-      relax();
+      relax(crowded);
       // A worker that lost its core (more threads than cores) is waited for without the spin.
       if (spins % 256 == 255 && std::chrono::steady_clock::now() - start > kSpin) std::this_thread::yield();
     }
   }
 
-  [[gnu::noinline]] static uint32_t wait_for_job(Worker& w, uint32_t seen) {
+  [[gnu::noinline]] uint32_t wait_for_job(Worker& w, uint32_t seen) {
     auto start = std::chrono::steady_clock::now();
     for (int spins = 0;; ++spins) {
       const uint32_t seq = w.seq.load(std::memory_order_acquire);
       if (seq != seen) return seq;
-      relax();
+      relax(crowded_.load(std::memory_order_relaxed));
       if (spins % 256 != 255 || std::chrono::steady_clock::now() - start < kSpin) continue;
       w.sleeping.store(true, std::memory_order_seq_cst);
       w.seq.wait(seen, std::memory_order_seq_cst);
@@ -132,6 +146,7 @@ class Team {
   }
 
   std::atomic<bool> busy_{false};
+  std::atomic<bool> crowded_{false};  // the last region has more threads than the process has cores
   alignas(64) std::atomic<int> pending_{0};
   std::vector<std::unique_ptr<Worker>> workers_;  // grown only by the thread holding busy_
   std::mutex error_mu_;
