@@ -78,6 +78,7 @@ int run_serve(int argc, char** argv) {
   const double grace = args.number("shutdown-grace");
   if (grace < 0) throw UsageError("--shutdown-grace: must be >= 0");
 
+  serve::check_port(so.host, so.port);  // before the load, which can take a while
   Model model = load_model_from_args(args, ShippedAdapter::Apply);
   const ModelConfig& c = model.info.config;
   auto cache = make_cache_from_args(args, model, 4, c.max_position);

@@ -435,6 +435,13 @@ class ServeTest(unittest.TestCase):
         self.assertIn(f"--port {self.server.port}", r.stderr)
         self.assertIn("in use", r.stderr)
         self.assertEqual(self.server.get("/health").status_code, 200, "the running server goes on")
+        # Refused before the model loads: a model that does not exist is not reached.
+        r = subprocess.run([DMS, "serve", "--port", str(self.server.port), "--model", "/nonexistent/model.gguf"],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(f"--port {self.server.port}: cannot listen on 127.0.0.1:{self.server.port} "
+                      "(Address already in use)", r.stderr)
+        self.assertNotIn("nonexistent", r.stderr)
 
 class ServeLimitsTest(unittest.TestCase):
     def test_full_queue_is_503_with_retry_after(self):

@@ -2,7 +2,13 @@
 
 #include <httplib.h>
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <random>
 #include <thread>
@@ -281,6 +287,29 @@ HttpServer::HttpServer(ServedModel model, Generator& generator, ServeMetrics& me
 }
 
 HttpServer::~HttpServer() = default;
+
+void check_port(const std::string& host, int port) {
+  if (port == 0) return;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* found = nullptr;
+  if (const int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found); rc != 0)
+    fail("--host " + host, std::string("cannot listen on it (") + gai_strerror(rc) + ")");
+  const int fd = socket(found->ai_family, found->ai_socktype, found->ai_protocol);
+  int error = fd < 0 ? errno : 0;
+  if (fd >= 0) {
+    const int yes = 1;  // as bind() sets it: a port left in TIME_WAIT by an earlier run is free
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    if (::bind(fd, found->ai_addr, found->ai_addrlen) != 0) error = errno;
+    close(fd);
+  }
+  freeaddrinfo(found);
+  if (error != 0)
+    fail("--port " + std::to_string(port),
+         "cannot listen on " + host + ":" + std::to_string(port) + " (" + std::strerror(error) + ")");
+}
 
 int HttpServer::bind() {
   Impl& m = *impl_;

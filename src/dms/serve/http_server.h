@@ -27,6 +27,11 @@ struct ServerOptions {
   int threads = 64;                      // HTTP threads: each open stream holds one
 };
 
+// Fails (Error naming --port or --host) where host:port cannot be bound now, e.g. another server
+// listens on it: `dms serve` asks before it loads the model, so that the mistake is reported at
+// once. HttpServer::bind() still decides. Port 0 (any free port) always passes.
+void check_port(const std::string& host, int port);
+
 class HttpServer {
  public:
   HttpServer(ServedModel model, Generator& generator, ServeMetrics& metrics, ServerOptions options);
