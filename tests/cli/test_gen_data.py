@@ -4,12 +4,13 @@ Greedy replies are checked against transformers' own greedy decoding of the chat
 prompt (its GGUF loader, dequantized to fp32); the held-out split against a re-derivation of the
 documented hash in Python; resuming against a fresh run; bad input against the exit status and
 the message. scripts/chain-conversations, which chains a corpus into multi-turn conversations,
-against the pairs it was given.
+against the pairs it was given; scripts/collect-docs, long documents for training, against pydoc.
 
 Run: python tests/cli/test_gen_data.py  (env: DMS_BIN = the dms binary, DMS_DEFAULT_MODEL = the GGUF)
 """
 import json
 import os
+import re
 import sys
 import tempfile
 import unittest
@@ -271,6 +272,55 @@ class ChainConversations(unittest.TestCase):
             r = self.run_script(bad, os.path.join(tmp, "d.jsonl"))
             self.assertNotEqual(r.returncode, 0)
             self.assertIn("bad.jsonl:2", r.stderr)
+
+
+class CollectDocs(unittest.TestCase):
+    """scripts/collect-docs: the standard library's reference as pydoc renders it (checked against
+    pydoc called here) and Debian's docs, every text within the size bounds and cut at a blank line,
+    ids unique, no copyright or licence file, the same file from two runs; bad options refused."""
+
+    def run_script(self, *args):
+        return run([sys.executable, os.path.join(ROOT, "scripts", "collect-docs"), *args])
+
+    def test_documents(self):
+        import pydoc
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = [os.path.join(tmp, n) for n in ("a.jsonl", "b.jsonl")]
+            for path in paths:  # the environment never reaches the text (os.environ's values)
+                r = run([sys.executable, os.path.join(ROOT, "scripts", "collect-docs"), path, "--min-chars", "3000",
+                         "--max-chars", "20000"], env={**os.environ, "DMS_SECRET_TOKEN": "s3cr3t-" + path[-7]})
+                self.assertEqual(r.returncode, 0, r.stderr)
+            with open(paths[0], "rb") as a, open(paths[1], "rb") as b:
+                self.assertEqual(a.read(), b.read())
+            records = read_jsonl(paths[0])
+        self.assertFalse(any("s3cr3t" in r["text"] or "DMS_SECRET_TOKEN" in r["text"] for r in records))
+        ids = [r["id"] for r in records]
+        self.assertEqual(len(ids), len(set(ids)))
+        by_id = {r["id"]: r for r in records}
+        for r in records:
+            self.assertEqual(r["chars"], len(r["text"]))
+            self.assertTrue(3000 <= r["chars"] <= 20000, r["id"])
+            self.assertEqual(r["source"], r["id"].split(":")[0])
+            self.assertNotRegex(r["id"], r"(?i)copyright|licen[cs]e|copying")
+        json_doc = pydoc.render_doc("json", renderer=pydoc.plaintext)
+        json_doc = re.sub(r"^DATA\n(?:(?:[ \t].*)?\n)*", "", json_doc, flags=re.MULTILINE)  # no DATA section
+        json_doc = re.sub(r" at 0x[0-9a-f]+", "", json_doc).strip()  # nor objects' addresses
+        self.assertGreater(len(json_doc), 20000, "json's reference is cut in this test")
+        got = by_id["python:json"]["text"]
+        self.assertTrue(json_doc.startswith(got), "the module's reference, from its start")
+        self.assertEqual(json_doc[len(got):len(got) + 2], "\n\n", "cut at a blank line")
+        self.assertNotIn("python:antigravity", by_id)
+        self.assertGreater(sum(r["source"] == "python" for r in records), 50)
+
+    def test_bad_options(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "o.jsonl")
+            r = self.run_script(out, "--sources", "python,manpages")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("unknown source 'manpages'", r.stderr)
+            r = self.run_script(out, "--min-chars", "500", "--max-chars", "100")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("--min-chars <= --max-chars", r.stderr)
 
 
 if __name__ == "__main__":
