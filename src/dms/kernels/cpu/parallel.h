@@ -47,7 +47,7 @@ bool in_team();
 
 // Calls fn(begin, end) for the chunks [0, chunk), [chunk, 2 chunk), ... of [0, n), each once, on
 // as many threads as there are chunks (at most at::get_num_threads()); serially inside a parallel
-// region.
+// region of either kind.
 template <typename Fn>
 void parallel_chunks(int64_t n, int64_t chunk, const Fn& fn, Threads where = Threads::Team) {
   if (n <= 0) return;
@@ -61,11 +61,13 @@ void parallel_chunks(int64_t n, int64_t chunk, const Fn& fn, Threads where = Thr
          c = next.fetch_add(1, std::memory_order_relaxed))
       fn(c * chunk, std::min(n, (c + 1) * chunk));
   };
-  if (where == Threads::OpenMP || !in_team_scope()) return at::parallel_for(0, workers, 1, [&](int64_t, int64_t) { body(); });
+  if (where == Threads::OpenMP || !in_team_scope())
+    return at::parallel_for(0, workers, 1, [&](int64_t, int64_t) { body(); });
   team_run(static_cast<int>(workers), [](void* b) { (*static_cast<decltype(body)*>(b))(); }, &body);
 }
 
-// at::parallel_for's split (at most one range per thread, none smaller than grain) on the team.
+// at::parallel_for's split (at most one range per thread, none smaller than grain), on the threads
+// parallel_chunks chooses.
 template <typename Fn>
 void parallel_for(int64_t begin, int64_t end, int64_t grain, const Fn& fn, Threads where = Threads::Team) {
   const int64_t n = end - begin, threads = at::get_num_threads();
