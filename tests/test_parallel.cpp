@@ -61,24 +61,68 @@ TEST(ThreadTeam, RunsEveryChunkOnceOnSeveralThreads) {
   }
 }
 
-TEST(ThreadTeam, RegionsOutsideATeamScopeOrWithBlasRunOnOpenMP) {
+// Outside a TeamScope every region runs on OpenMP; inside one, on the team, and one that asks for
+// OpenMP (BLAS work) runs on the calling thread alone, OpenMP being pinned to it.
+TEST(ThreadTeam, RegionsOutsideATeamScopeRunOnOpenMP) {
   ThreadCount count(2);
   for (bool scope : {false, true}) {
     const cpu::TeamScope team(scope);
     for (cpu::Threads where : {cpu::Threads::Team, cpu::Threads::OpenMP}) {
-      std::atomic<int> on_team{0}, on_openmp{0};
+      std::atomic<int> on_team{0}, on_openmp{0}, on_caller{0};
+      const auto caller = std::this_thread::get_id();
       cpu::parallel_chunks(
           64, 1,
           [&](int64_t, int64_t) {
             on_team += cpu::in_team();
             on_openmp += at::in_parallel_region();
+            on_caller += std::this_thread::get_id() == caller;
+            std::this_thread::sleep_for(std::chrono::microseconds(50));
           },
           where);
-      const bool team_expected = scope && where == cpu::Threads::Team;
-      EXPECT_EQ(on_team.load(), team_expected ? 64 : 0) << "scope " << scope;
-      EXPECT_EQ(on_openmp.load(), team_expected ? 0 : 64) << "scope " << scope;
+      SCOPED_TRACE("scope " + std::to_string(scope) + ", OpenMP asked " + std::to_string(where == cpu::Threads::OpenMP));
+      if (!scope) {
+        EXPECT_EQ(on_openmp.load(), 64);
+        EXPECT_EQ(on_team.load(), 0);
+        EXPECT_LT(on_caller.load(), 64);
+      } else if (where == cpu::Threads::Team) {
+        EXPECT_EQ(on_team.load(), 64);
+        EXPECT_EQ(on_openmp.load(), 0);
+        EXPECT_LT(on_caller.load(), 64);
+      } else {
+        EXPECT_EQ(on_caller.load(), 64);
+        EXPECT_EQ(on_openmp.load() + on_team.load(), 0);
+      }
     }
   }
+}
+
+// Inside a TeamScope the thread's OpenMP and MKL counts are 1 (no ATen op or MKL function starts
+// OpenMP threads beside the team) while regions get libtorch's count; all of it comes back after.
+TEST(ThreadTeam, ScopePinsOpenMPAndMklToOneThreadUntilItEnds) {
+  ThreadCount count(2);
+  const at::Tensor x = at::randn({1 << 18});
+  const at::Tensor want = at::sin(x);  // MKL's VML, on OpenMP threads
+  {
+    const cpu::TeamScope team(true);
+    EXPECT_EQ(at::get_num_threads(), 1);
+    EXPECT_EQ(cpu::region_threads(), 2);
+    int pieces = 0;
+    at::parallel_for(0, 1 << 20, 1, [&](int64_t, int64_t) { ++pieces; });
+    EXPECT_EQ(pieces, 1);
+    EXPECT_TRUE(at::equal(at::sin(x), want));  // the same bits on one thread
+    {
+      const cpu::TeamScope inner(true);
+      EXPECT_EQ(cpu::region_threads(), 2);
+    }
+    EXPECT_EQ(at::get_num_threads(), 1);
+    EXPECT_GT(check_chunks(64, 1), 1u);  // regions still use both threads
+  }
+  EXPECT_EQ(at::get_num_threads(), 2);
+  EXPECT_EQ(cpu::region_threads(), 2);
+  EXPECT_FALSE(cpu::in_team_scope());
+  const cpu::TeamScope off(false);
+  EXPECT_FALSE(cpu::in_team_scope());
+  EXPECT_EQ(at::get_num_threads(), 2);
 }
 
 TEST(ThreadTeam, WakesWorkersThatWentToSleep) {
@@ -95,11 +139,13 @@ TEST(ThreadTeam, SplitsAsAtParallelFor) {
   for (auto [begin, end, grain] : cases) {
     std::vector<std::pair<int64_t, int64_t>> ours, theirs;
     std::mutex mu;
-    const cpu::TeamScope team(true);
-    cpu::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) {
-      std::lock_guard<std::mutex> lock(mu);
-      ours.emplace_back(b, e);
-    });
+    {
+      const cpu::TeamScope team(true);
+      cpu::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) {
+        std::lock_guard<std::mutex> lock(mu);
+        ours.emplace_back(b, e);
+      });
+    }
     at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) {
       std::lock_guard<std::mutex> lock(mu);
       theirs.emplace_back(b, e);

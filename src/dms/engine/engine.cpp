@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "dms/kernels/cpu/paged_attention.h"
 #include "dms/kernels/cpu/parallel.h"
 #include "dms/kernels/cpu/quant_matmul.h"
 #include "dms/util/error.h"
@@ -309,9 +310,11 @@ void Engine::step() {
       r->start_time = t0;
     }
 
-  // A decode-sized step (the matmuls' decode path, no BLAS) runs its parallel regions on the
-  // kernels' thread team, a prefill chunk on OpenMP (kernels/cpu/parallel.h).
-  const cpu::TeamScope team(static_cast<int64_t>(ids.size()) < cpu::kBatchedMinRows);
+  // A decode-sized step (the matmuls' decode path, no BLAS attention) runs its parallel regions on
+  // the kernels' thread team, a prefill chunk on OpenMP (kernels/cpu/parallel.h).
+  int64_t longest = 0;
+  for (const StepSequence& s : step) longest = std::max(longest, s.n_tokens);
+  const cpu::TeamScope team(static_cast<int64_t>(ids.size()) < cpu::kBatchedMinRows && longest < cpu::kBlasMinQueries);
   cache_.begin_step(step);
   at::Tensor hidden;
   try {

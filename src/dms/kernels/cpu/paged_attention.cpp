@@ -28,9 +28,6 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // The step's own keys are read in tiles of this many rows (the cached ones block by block).
 constexpr int64_t kStepTile = 32;
-// Items with at least this many queries (prefill chunks) gather their keys and use BLAS:
-// below it the matrices are too thin for BLAS to beat the tiled loop.
-constexpr int64_t kBlasMinQueries = 16;
 // Queries per BLAS product: bounds the score matrix at kBlasQueryTile * G * keys floats.
 constexpr int64_t kBlasQueryTile = 64;
 // A decode item's tiles are cut into pieces of this many, run on any thread and merged in

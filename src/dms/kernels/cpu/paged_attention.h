@@ -19,6 +19,10 @@ namespace dms::cpu {
 // evict_at of a key that no decision has flagged: every later query sees it.
 constexpr int32_t kNever = std::numeric_limits<int32_t>::max();
 
+// Items with at least this many queries (prefill chunks) gather their keys and use BLAS:
+// below it the matrices are too thin for BLAS to beat the tiled loop.
+constexpr int64_t kBlasMinQueries = 16;
+
 struct AttentionItem {
   int64_t kv_head = 0;
   int64_t row0 = 0;        // first row of the item's queries in q/out and of its keys in step_k/step_v
@@ -47,7 +51,7 @@ struct AttentionItem {
 // [num_blocks, block_size, row] in the KV dtype. step_k, step_v: [T, n_kv, row], same dtype. A row
 // is D values, or for q8 (kv_quant.h) kv_row_bytes(kQ8, D) bytes.
 // Returns [T, n_heads, D] fp32; rows no item covers are left uninitialised. Query head h
-// reads KV head h / (n_heads / n_kv). Items run in parallel (at::parallel_for); a long
+// reads KV head h / (n_heads / n_kv). Items run in parallel (parallel.h); a long
 // item may be split over several threads; chunks of many queries use BLAS on a temporary
 // copy of the item's live keys. The inner loops read the rows as stored and convert them in
 // registers with the `isa`'s vectors (AVX2 or AVX-512, when the head dim is a multiple of their

@@ -8,6 +8,7 @@
 // lives until the process ends.
 #include "dms/kernels/cpu/parallel.h"
 
+#include <omp.h>
 #include <pthread.h>
 #include <sched.h>
 
@@ -22,6 +23,11 @@
 #include <immintrin.h>
 #endif
 
+// MKL's own per-thread count (libtorch_cpu exports it where it links MKL; absent elsewhere):
+// returns the previous one, 0 for none. The C function; mkl_set_num_threads_local (lower case) is
+// the Fortran one, which takes a pointer.
+extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
+
 namespace dms::cpu {
 namespace {
 
@@ -31,7 +37,8 @@ namespace {
 // themselves after that half millisecond).
 constexpr auto kSpin = std::chrono::microseconds(500);
 
-thread_local bool t_in_team = false, t_team_scope = false;
+thread_local bool t_in_team = false;
+thread_local int t_team_threads = 0;  // inside a TeamScope: the team's thread count
 
 // One turn of a spin: a pause, or where the team has more threads than the process has cores
 // (--threads above the core count), the core itself, so that a spinning thread does not keep the
@@ -115,10 +122,11 @@ class Team {
 
   [[gnu::noinline]] uint32_t wait_for_job(Worker& w, uint32_t seen) {
     auto start = std::chrono::steady_clock::now();
+    const bool crowded = crowded_.load(std::memory_order_relaxed);  // the last region's
     for (int spins = 0;; ++spins) {
       const uint32_t seq = w.seq.load(std::memory_order_acquire);
       if (seq != seen) return seq;
-      relax(crowded_.load(std::memory_order_relaxed));
+      relax(crowded);
       if (spins % 256 != 255 || std::chrono::steady_clock::now() - start < kSpin) continue;
       w.sleeping.store(true, std::memory_order_seq_cst);
       w.seq.wait(seen, std::memory_order_seq_cst);
@@ -146,7 +154,9 @@ class Team {
   }
 
   std::atomic<bool> busy_{false};
-  std::atomic<bool> crowded_{false};  // the last region has more threads than the process has cores
+  // The last region has more threads than the process has cores. Read once per wait, on a line of
+  // its own: the caller writes busy_ and pending_ every region.
+  alignas(64) std::atomic<bool> crowded_{false};
   alignas(64) std::atomic<int> pending_{0};
   std::vector<std::unique_ptr<Worker>> workers_;  // grown only by the thread holding busy_
   std::mutex error_mu_;
@@ -175,8 +185,23 @@ void team_run(int threads, void (*fn)(void*), void* ctx) {
 
 bool in_team() { return t_in_team; }
 
-TeamScope::TeamScope(bool on) : saved_(t_team_scope) { t_team_scope = saved_ || on; }
-TeamScope::~TeamScope() { t_team_scope = saved_; }
-bool in_team_scope() { return t_team_scope; }
+TeamScope::TeamScope(bool on) : saved_threads_(t_team_threads) {
+  if (!on || t_team_threads > 0) return;
+  const int threads = at::get_num_threads();  // also sets this thread's OpenMP count, once
+  if (threads <= 1) return;
+  t_team_threads = threads;
+  omp_set_num_threads(1);
+  if (MKL_Set_Num_Threads_Local) saved_mkl_ = MKL_Set_Num_Threads_Local(1);
+}
+
+TeamScope::~TeamScope() {
+  if (t_team_threads == saved_threads_) return;
+  omp_set_num_threads(t_team_threads);
+  if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(saved_mkl_);
+  t_team_threads = saved_threads_;
+}
+
+bool in_team_scope() { return t_team_threads > 0; }
+int region_threads() { return t_team_threads > 0 ? t_team_threads : at::get_num_threads(); }
 
 }  // namespace dms::cpu

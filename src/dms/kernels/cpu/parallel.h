@@ -25,7 +25,10 @@ namespace dms::cpu {
 // that calls BLAS).
 enum class Threads { Team, OpenMP };
 
-// Marks the calling thread's regions, until it ends, as team regions (when `on`).
+// Marks the calling thread's regions, until it ends, as team regions (when `on` and libtorch has
+// more than one thread). Meanwhile the thread's OpenMP and MKL thread counts are 1, so that no
+// ATen op or MKL function of the step (at::sin over a batch's RoPE angles is one: MKL's VML
+// threads it) starts an OpenMP region beside the team; the team has libtorch's thread count.
 class TeamScope {
  public:
   explicit TeamScope(bool on);
@@ -34,9 +37,12 @@ class TeamScope {
   TeamScope& operator=(const TeamScope&) = delete;
 
  private:
-  bool saved_;
+  int saved_threads_;  // the team's thread count before: 0 outside a scope
+  int saved_mkl_ = 0;
 };
 bool in_team_scope();
+// Threads a region may use: the team's inside a TeamScope, else libtorch's.
+int region_threads();
 
 // Runs fn(ctx) on `threads` threads at once, the calling thread among them, and returns when every
 // call has returned; rethrows the first exception one threw. Fewer threads run it when the team is
@@ -46,14 +52,14 @@ void team_run(int threads, void (*fn)(void*), void* ctx);
 bool in_team();
 
 // Calls fn(begin, end) for the chunks [0, chunk), [chunk, 2 chunk), ... of [0, n), each once, on
-// as many threads as there are chunks (at most at::get_num_threads()); serially inside a parallel
+// as many threads as there are chunks (at most region_threads()); serially inside a parallel
 // region of either kind.
 template <typename Fn>
 void parallel_chunks(int64_t n, int64_t chunk, const Fn& fn, Threads where = Threads::Team) {
   if (n <= 0) return;
   chunk = std::max<int64_t>(chunk, 1);
   const int64_t chunks = (n + chunk - 1) / chunk;
-  const int64_t workers = std::min<int64_t>(chunks, at::get_num_threads());
+  const int64_t workers = std::min<int64_t>(chunks, region_threads());
   if (workers <= 1 || at::in_parallel_region() || in_team()) return fn(int64_t{0}, n);
   std::atomic<int64_t> next{0};
   auto body = [&] {
@@ -70,7 +76,7 @@ void parallel_chunks(int64_t n, int64_t chunk, const Fn& fn, Threads where = Thr
 // parallel_chunks chooses.
 template <typename Fn>
 void parallel_for(int64_t begin, int64_t end, int64_t grain, const Fn& fn, Threads where = Threads::Team) {
-  const int64_t n = end - begin, threads = at::get_num_threads();
+  const int64_t n = end - begin, threads = region_threads();
   if (n <= 0) return;
   const int64_t ranges = std::min(threads, std::max<int64_t>(1, (n + grain - 1) / std::max<int64_t>(grain, 1)));
   parallel_chunks(n, (n + ranges - 1) / ranges, [&](int64_t b, int64_t e) { fn(begin + b, begin + e); }, where);
