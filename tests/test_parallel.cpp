@@ -1,13 +1,18 @@
 // The decode kernels' thread team (kernels/cpu/parallel.h), inside a TeamScope: every chunk runs
-// exactly once, on several threads, for thread counts up to more than the cores; regions right after each other and
-// after the workers have gone to sleep; an exception in any chunk reaches the caller and leaves the
-// team usable; two callers at once and a region inside a region each still run every chunk once.
+// exactly once, on several threads, for thread counts up to more than the cores; regions right
+// after each other and after the workers have gone to sleep; an exception in any chunk reaches the
+// caller and leaves the team usable; two callers at once and a region inside a region each still
+// run every chunk once; a child of fork() gets a team of its own. Which threads run a region inside
+// and outside a scope, and the scope's one-thread OpenMP and MKL, restored when it ends.
 #include <gtest/gtest.h>
 
 #include <ATen/Parallel.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <random>
@@ -28,8 +33,8 @@ struct ThreadCount {
   ~ThreadCount() { at::set_num_threads(saved); }
 };
 
-// Runs parallel_chunks over [0, n) on the team and checks that each index was visited once, in chunks of the
-// asked size; returns how many threads took part.
+// Runs parallel_chunks over [0, n) on the team and checks that each index was visited once, in
+// chunks of the asked size; returns how many threads took part.
 size_t check_chunks(int64_t n, int64_t chunk) {
   std::vector<std::atomic<int>> visits(static_cast<size_t>(n));
   std::mutex mu;
@@ -79,7 +84,8 @@ TEST(ThreadTeam, RegionsOutsideATeamScopeRunOnOpenMP) {
             std::this_thread::sleep_for(std::chrono::microseconds(50));
           },
           where);
-      SCOPED_TRACE("scope " + std::to_string(scope) + ", OpenMP asked " + std::to_string(where == cpu::Threads::OpenMP));
+      const bool openmp = where == cpu::Threads::OpenMP;
+      SCOPED_TRACE("scope " + std::to_string(scope) + ", OpenMP asked " + std::to_string(openmp));
       if (!scope) {
         EXPECT_EQ(on_openmp.load(), 64);
         EXPECT_EQ(on_team.load(), 0);
