@@ -458,14 +458,19 @@ dms::cpu::quant::PackedDot packed_kernel_f32(const dms::cpu::quant::Kernels& k, 
 
 // Every build of the packed kernels (AVX2; AVX-512 with and without VNNI, where the CPU has them)
 // does the same arithmetic per row: the same bits. quant_matmul runs the best of them, which the
-// tests above check against the reference; this extends that to the others.
+// tests above check against the reference; this extends that to the others. The VNNI build runs
+// twice: on the 16-bit levels alone, and with the byte planes (ActRows::bytes, built here from
+// their description) that its 8-bit multiply-adds read.
 TEST(QuantMatmul, PackedKernelsGiveTheSameBitsOnEveryIsa) {
   std::vector<std::pair<std::string, dms::cpu::quant::Kernels>> builds;
   for (CpuIsa isa : supported_isas())
     if (isa != CpuIsa::Scalar) builds.emplace_back(dms::cpu::cpu_isa_name(isa), isa_kernels(isa));
   if (dms::cpu::cpu_isa_supported(CpuIsa::Avx512) && __builtin_cpu_supports("avx512vnni")) {
-    builds.emplace_back("avx512 vnni", isa_kernels(CpuIsa::Avx512));
-    dms::cpu::quant::fill_avx512_vnni(builds.back().second);
+    for (const char* name : {"avx512 vnni", "avx512 vnni, byte planes"}) {
+      builds.emplace_back(name, isa_kernels(CpuIsa::Avx512));
+      dms::cpu::quant::fill_avx512_vnni(builds.back().second);
+    }
+    EXPECT_TRUE(builds.back().second.act_bytes);
   }
   if (builds.size() < 2) GTEST_SKIP() << "one SIMD build on this CPU";
   uint64_t seed = 6800;
@@ -479,12 +484,19 @@ TEST(QuantMatmul, PackedKernelsGiveTheSameBitsOnEveryIsa) {
     std::vector<int16_t> q(n * cols);
     std::vector<float> scale(n * cols / 32), sum(scale.size());
     builds[0].second.quantize_acts(x.data(), n, cols, q.data(), scale.data(), sum.data());
-    const dms::cpu::quant::ActRows acts{q.data(), scale.data(), sum.data(), cols};
+    std::vector<uint8_t> bytes(2 * n * cols);
+    for (int64_t i = 0; i < n * cols; ++i) {  // element 8j + e: byte 16j + slot(e), its high byte 8 later
+      const int64_t e = i % 8, slot = 2 * (e % 4) + e / 4;
+      bytes[16 * (i / 8) + slot] = static_cast<uint8_t>(q[i] & 0xFF);
+      bytes[16 * (i / 8) + 8 + slot] = static_cast<uint8_t>((q[i] - (q[i] & 0xFF)) / 256);
+    }
     std::vector<float> x_sums(n * cols / 32);
     for (size_t b = 0; b < x_sums.size(); ++b)
       for (int64_t j = 0; j < 32; ++j) x_sums[b] += x[b * 32 + j];
     std::vector<std::vector<float>> out, out_f32;
     for (const auto& [name, k] : builds) {
+      const dms::cpu::quant::ActRows acts{q.data(), scale.data(), sum.data(), cols,
+                                          k.act_bytes && name.ends_with("planes") ? bytes.data() : nullptr};
       out.emplace_back(n * rows);
       out_f32.emplace_back(n * rows);
       for (int64_t g = 0; g < 2; ++g) {

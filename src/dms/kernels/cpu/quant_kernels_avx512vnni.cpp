@@ -20,6 +20,7 @@ void fill_avx512_vnni(Kernels& k) {
   k.packed_q4_0_i16 = Packed32<PackedKind::Q4_0>::dot;
   k.packed_q4_1_i16 = Packed32<PackedKind::Q4_1>::dot;
   k.packed_q8_0_i16 = Packed32<PackedKind::Q8_0>::dot;
+  k.act_bytes = true;
 }
 
 }  // namespace dms::cpu::quant

@@ -154,15 +154,35 @@ void move_block(GgmlType t, std::conditional_t<kPack, uint8_t*, const uint8_t*> 
 }
 
 // n activation rows of `cols` quantized by k.quantize_acts into this thread's buffers (the worker
-// threads then read them): valid until the thread's next call.
-quant::ActRows quantize_once(const quant::Kernels& k, const float* x, int64_t n, int64_t cols) {
+// threads then read them), with their byte planes where packed kernels will read them: valid until
+// the thread's next call.
+quant::ActRows quantize_once(const quant::Kernels& k, const float* x, int64_t n, int64_t cols, bool packed) {
   thread_local std::vector<int16_t> levels;
   thread_local std::vector<float> scales, sums;
+  thread_local std::vector<uint8_t> bytes;
   levels.resize(static_cast<size_t>(n * cols));
   scales.resize(static_cast<size_t>(n * cols / 32));
   sums.resize(scales.size());
   k.quantize_acts(x, n, cols, levels.data(), scales.data(), sums.data());
-  return {levels.data(), scales.data(), sums.data(), cols};
+  if (!packed || !k.act_bytes) return {levels.data(), scales.data(), sums.data(), cols};
+  bytes.resize(static_cast<size_t>(2 * n * cols));
+  constexpr int kOrder[8] = {0, 4, 1, 5, 2, 6, 3, 7};  // ActRows::bytes
+  for (int64_t i = 0; i < n * cols / 8; ++i) {
+    const int16_t* a = levels.data() + 8 * i;
+    uint8_t* o = bytes.data() + 16 * i;
+    for (int j = 0; j < 8; ++j) {
+      o[j] = static_cast<uint8_t>(a[kOrder[j]] & 0xFF);
+      o[8 + j] = static_cast<uint8_t>(static_cast<int8_t>(a[kOrder[j]] >> 8));
+    }
+  }
+  return {levels.data(), scales.data(), sums.data(), cols, bytes.data()};
+}
+
+// Activation rows t0.. of `all`.
+quant::ActRows rows_from(const quant::ActRows& all, int64_t t0) {
+  const int64_t cols = all.cols;
+  return {all.q + t0 * cols, all.scale + t0 * cols / 32, all.sum + t0 * cols / 32, cols,
+          all.bytes ? all.bytes + 2 * t0 * cols : nullptr};
 }
 
 // A packed matrix, its kernel and its output on the packed 16-bit decode path.
@@ -190,7 +210,7 @@ void packed_decode(std::span<const PackedTarget> targets, const quant::ActRows& 
       base += count;
       const int64_t row_bytes = static_cast<int64_t>(ggml_row_bytes(t.w->type, t.w->cols)), blocks = cols / 32;
       for (int64_t t0 = 0; t0 < n && lo < hi; t0 += kMaxRowsPerDot) {
-        const quant::ActRows rows{acts.q + t0 * cols, acts.scale + t0 * cols / 32, acts.sum + t0 * cols / 32, cols};
+        const quant::ActRows rows = rows_from(acts, t0);
         const int m = static_cast<int>(std::min<int64_t>(kMaxRowsPerDot, n - t0));
         for (int64_t g = lo; g < hi; ++g)
           t.dot(t.w->data + g * kPackRows * row_bytes, blocks, rows, m, t.y + t0 * t.w->rows + g * kPackRows, t.w->rows);
@@ -207,14 +227,12 @@ void decode_matmul(const QuantMatrix& w, const float* x, int64_t n, float* y, Cp
   const quant::RowDotI16 idot = activations == Activations::Int16 ? row_dot_i16(k, w.type) : nullptr;
   const quant::PackedDotI16 pdot = w.packed && idot ? packed_dot(k, w.type) : nullptr;
   if (idot && (pdot || !w.packed)) {
-    const quant::ActRows all = quantize_once(k, x, n, w.cols);
+    const quant::ActRows all = quantize_once(k, x, n, w.cols, pdot != nullptr);
     const PackedTarget target{&w, pdot, y};
     if (pdot) return packed_decode({&target, 1}, all, n);
-    const int16_t* q = all.q;
-    const float *scale = all.scale, *sum = all.sum;
     parallel_chunks(w.rows, grain, [&](int64_t begin, int64_t end) {
       for (int64_t t0 = 0; t0 < n; t0 += kMaxRowsPerDot) {
-        const quant::ActRows acts{q + t0 * w.cols, scale + t0 * w.cols / 32, sum + t0 * w.cols / 32, w.cols};
+        const quant::ActRows acts = rows_from(all, t0);
         const int count = static_cast<int>(std::min<int64_t>(kMaxRowsPerDot, n - t0));
         for (int64_t r = begin; r < end; ++r) idot(w.data + r * row_bytes, blocks, acts, count, y + t0 * w.rows + r, w.rows);
       }
@@ -414,7 +432,7 @@ void quant_matmul_many(const std::vector<QuantMatrix>& ws, const float* x, int64
     return;
   }
   for (const QuantMatrix& w : ws) check_args(w, n, options);
-  packed_decode(targets, quantize_once(k, x, n, ws[0].cols), n);
+  packed_decode(targets, quantize_once(k, x, n, ws[0].cols, true), n);
 }
 
 void quant_row(const QuantMatrix& w, int64_t r, float* dst) {
