@@ -1,5 +1,7 @@
 #include "dms/engine/engine.h"
 
+#include <c10/core/InferenceMode.h>
+
 #include <algorithm>
 
 #include "dms/kernels/cpu/paged_attention.h"
@@ -299,6 +301,8 @@ void Engine::fill_step(const std::vector<Share>& shares, std::vector<StepSequenc
 }
 
 void Engine::step() {
+  // No autograd in a step: its ops skip the autograd dispatch (version counters, view metadata).
+  const c10::InferenceMode inference;
   const auto t0 = Clock::now();
   std::vector<StepSequence> step;
   std::vector<int32_t> ids;

@@ -1,5 +1,7 @@
 #include "dms/eval/bench_decode.h"
 
+#include <c10/core/InferenceMode.h>
+
 #include <algorithm>
 #include <memory>
 
@@ -46,6 +48,7 @@ std::vector<DecodeResult> measure_decode(const BenchSetup& s, const std::vector<
   const at::Tensor tokens = at::randint(s.model.info.config.vocab_size, {batch}, at::kLong);
   auto decode = [&](Contender& x) {
     const cpu::TeamScope team(batch < cpu::kBatchedMinRows);  // as Engine::step
+    const c10::InferenceMode inference;
     x.cache->begin_step(x.step);
     model.logits(model.forward(tokens, x.cache->step_positions(), *x.cache));
     x.cache->end_step();
