@@ -61,7 +61,9 @@ TEST(ThreadTeam, RunsEveryChunkOnceOnSeveralThreads) {
       const int64_t chunk = std::uniform_int_distribution<int64_t>(1, 40)(rng);
       const size_t used = check_chunks(n, chunk);
       EXPECT_LE(used, static_cast<size_t>(std::min<int64_t>(threads, (n + chunk - 1) / chunk)));
-      if ((n + chunk - 1) / chunk >= 4 * threads) EXPECT_GT(used, 1u) << "n " << n << " chunk " << chunk;
+      if ((n + chunk - 1) / chunk >= 4 * threads) {
+        EXPECT_GT(used, 1u) << "n " << n << " chunk " << chunk;
+      }
     }
   }
 }

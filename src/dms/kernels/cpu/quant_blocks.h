@@ -18,7 +18,7 @@ using RowDot = void (*)(const uint8_t* row, int64_t blocks, const float* x, int6
 // q[j] * scale[j / 32], q = round(x / scale) with scale = max |x| of the 32 / 32767, and sum[j / 32]
 // is scale times the sum of the 32 levels (for the blocks' constant terms: Q4_0's offset, Q4_1's
 // min). Rows are `cols` levels and cols / 32 scales and sums apart; cols is a multiple of 32.
-// `bytes`, where the kernels ask for it (Kernels::act_bytes), holds the same levels split into
+// `bytes`, where the kernels ask for it (Kernels::split_levels), holds the same levels split into
 // bytes for 8-bit dot products: level a = 256 h + l with l = a & 0xFF (unsigned) and h = a >> 8
 // (signed). Per 8 elements e0..e7 of a row, 16 bytes: l of e0 e4 e1 e5, l of e2 e6 e3 e7, then h
 // of the same; rows 2 * cols bytes apart. Null where not filled.
@@ -32,6 +32,8 @@ struct ActRows {
 
 // Fills q, scale and sum (n rows) from n rows of fp32 activations `cols` apart.
 using QuantizeActs = void (*)(const float* x, int64_t n, int64_t cols, int16_t* q, float* scale, float* sum);
+// Writes ActRows::bytes (2 x count bytes) for `count` levels q (a multiple of 8).
+using SplitLevels = void (*)(const int16_t* q, int64_t count, uint8_t* bytes);
 
 // As RowDot, against quantized activation rows: out[t * out_stride] for the first n (<= 8) rows
 // of x. Integer dot products per 32 weights, each scaled in fp32; a row's result is the same bits
@@ -72,7 +74,7 @@ struct Kernels {
   RowDot q2_k, q3_k, q4_k, q5_k, q6_k;
   RowDot f16, bf16;
   QuantizeActs quantize_acts;
-  bool act_bytes = false;  // the packed 16-bit kernels read ActRows::bytes (filled by quant_matmul)
+  SplitLevels split_levels = nullptr;  // where the packed 16-bit kernels read ActRows::bytes
   RowDotI16 q4_0_i16, q4_1_i16, q5_0_i16, q5_1_i16, q8_0_i16, q4_k_i16, q6_k_i16;
   DequantRow dequant_q4_0, dequant_q4_1, dequant_q5_0, dequant_q5_1, dequant_q8_0;
   DequantRow dequant_q2_k, dequant_q3_k, dequant_q4_k, dequant_q5_k, dequant_q6_k;

@@ -164,17 +164,9 @@ quant::ActRows quantize_once(const quant::Kernels& k, const float* x, int64_t n,
   scales.resize(static_cast<size_t>(n * cols / 32));
   sums.resize(scales.size());
   k.quantize_acts(x, n, cols, levels.data(), scales.data(), sums.data());
-  if (!packed || !k.act_bytes) return {levels.data(), scales.data(), sums.data(), cols};
+  if (!packed || !k.split_levels) return {levels.data(), scales.data(), sums.data(), cols};
   bytes.resize(static_cast<size_t>(2 * n * cols));
-  constexpr int kOrder[8] = {0, 4, 1, 5, 2, 6, 3, 7};  // ActRows::bytes
-  for (int64_t i = 0; i < n * cols / 8; ++i) {
-    const int16_t* a = levels.data() + 8 * i;
-    uint8_t* o = bytes.data() + 16 * i;
-    for (int j = 0; j < 8; ++j) {
-      o[j] = static_cast<uint8_t>(a[kOrder[j]] & 0xFF);
-      o[8 + j] = static_cast<uint8_t>(static_cast<int8_t>(a[kOrder[j]] >> 8));
-    }
-  }
+  k.split_levels(levels.data(), n * cols, bytes.data());
   return {levels.data(), scales.data(), sums.data(), cols, bytes.data()};
 }
 
