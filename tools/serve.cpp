@@ -47,6 +47,7 @@ int run_serve(int argc, char** argv) {
       .option("step-tokens", "N", "most tokens in one forward (prefill chunk size)", "512")
       .flag("no-prefix-cache", "prefill every request's whole prompt (no reuse of earlier requests' keys)")
       .option("max-body", "BYTES", "largest request body; larger get 413", "4MiB")
+      .option("timeout", "SECONDS", "how long a connection may wait to send its request or take the reply", "600")
       .option("shutdown-grace", "SECONDS", "after SIGINT/SIGTERM, how long running requests may go on", "10");
   if (!args.parse(argc, argv)) return 0;
   // SIGINT and SIGTERM are taken by sigwait below: blocked before any thread starts (the model's
@@ -72,6 +73,8 @@ int run_serve(int argc, char** argv) {
   eo.prefix_cache = !args.has("no-prefix-cache");
   const int64_t max_queue = args.at_least("max-queue", 0);
   so.max_body_bytes = parse_bytes(args.str("max-body"), "--max-body");
+  so.timeout_s = args.number("timeout");
+  if (!(so.timeout_s > 0)) throw UsageError("--timeout: must be > 0");
   so.max_n = std::min<int64_t>(16, eo.max_running + max_queue);
   // Each open connection holds an HTTP thread: one for every sequence that may run or wait.
   so.threads = static_cast<int>(std::min<int64_t>(eo.max_running + max_queue + 8, 1024));

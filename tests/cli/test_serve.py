@@ -489,9 +489,41 @@ class ServeLimitsTest(unittest.TestCase):
         self.assertEqual(sum(1 for c in chunks if c.choices[0].text), 30)
         self.assertEqual(s.stop(), 0, s.text())
 
+    def test_timeout_gives_up_on_a_request_that_does_not_come(self):
+        def half_request(port):
+            c = socket.create_connection(("127.0.0.1", port))
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # the headers never end
+            return c
+
+        def answered_within(c, seconds):  # an answer (httplib's 400 at the timeout) or a close
+            c.settimeout(seconds)
+            try:
+                c.recv(1)
+                return True
+            except socket.timeout:
+                return False
+
+        s = Server("--timeout", "2")
+        try:
+            with half_request(s.port) as c:
+                self.assertFalse(answered_within(c, 1.0))  # still waiting at 1 s
+                self.assertTrue(answered_within(c, 5.0))   # given up at about 2 s
+        finally:
+            self.assertEqual(s.stop(), 0, s.text())
+        s = Server()  # the default (600 s): a request sent slowly over 7 s is answered
+        try:
+            with half_request(s.port) as c:
+                self.assertFalse(answered_within(c, 7.0))
+                c.sendall(b"\r\n")
+                c.settimeout(30)
+                self.assertTrue(c.recv(64).startswith(b"HTTP/1.1 200"))
+        finally:
+            self.assertEqual(s.stop(), 0, s.text())
+
     def test_usage_errors(self):
         for args, words in [(["--port", "70000"], "--port"), (["--max-running", "0"], "--max-running"),
-                            (["--api-key", ""], "--api-key"), (["--max-body", "lots"], "--max-body")]:
+                            (["--api-key", ""], "--api-key"), (["--max-body", "lots"], "--max-body"),
+                            (["--timeout", "0"], "--timeout")]:
             r = subprocess.run([DMS, "serve", *args], capture_output=True, text=True, timeout=120)
             self.assertEqual(r.returncode, 2, r.stderr)
             self.assertIn(words, r.stderr)

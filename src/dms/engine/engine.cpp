@@ -4,9 +4,7 @@
 
 #include <algorithm>
 
-#include "dms/kernels/cpu/paged_attention.h"
 #include "dms/kernels/cpu/parallel.h"
-#include "dms/kernels/cpu/quant_matmul.h"
 #include "dms/util/error.h"
 
 namespace dms {
@@ -318,7 +316,7 @@ void Engine::step() {
   // the kernels' thread team, a prefill chunk on OpenMP (kernels/cpu/parallel.h).
   int64_t longest = 0;
   for (const StepSequence& s : step) longest = std::max(longest, s.n_tokens);
-  const cpu::TeamScope team(static_cast<int64_t>(ids.size()) < cpu::kBatchedMinRows && longest < cpu::kBlasMinQueries);
+  const cpu::TeamScope team(cpu::team_step(static_cast<int64_t>(ids.size()), longest));
   cache_.begin_step(step);
   at::Tensor hidden;
   try {

@@ -7,7 +7,6 @@
 
 #include "dms/eval/bench_context.h"
 #include "dms/kernels/cpu/parallel.h"
-#include "dms/kernels/cpu/quant_matmul.h"
 #include "dms/util/error.h"
 
 namespace dms::eval {
@@ -47,7 +46,7 @@ std::vector<DecodeResult> measure_decode(const BenchSetup& s, const std::vector<
   const Transformer& model = *s.model.transformer;
   const at::Tensor tokens = at::randint(s.model.info.config.vocab_size, {batch}, at::kLong);
   auto decode = [&](Contender& x) {
-    const cpu::TeamScope team(batch < cpu::kBatchedMinRows);  // as Engine::step
+    const cpu::TeamScope team(cpu::team_step(batch, 1));  // as Engine::step
     const c10::InferenceMode inference;
     x.cache->begin_step(x.step);
     model.logits(model.forward(tokens, x.cache->step_positions(), *x.cache));

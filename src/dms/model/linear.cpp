@@ -58,8 +58,8 @@ at::Tensor linear(const at::Tensor& x, const LinearWeight& w, const at::Tensor& 
   at::DimVector shape(x.sizes());
   shape.back() = w.rows();
   // fp32 contiguous input (every decode step): straight into the output, with no ATen op between.
-  const bool plain = x.scalar_type() == at::kFloat && x.is_contiguous();
   const auto xf = float_contiguous(x);
+  const bool plain = xf.is_same(x);
   auto y = output(shape, plain ? buffer : at::Tensor());
   cpu::quant_matmul(w.matrix(), xf.const_data_ptr<float>(), xf.numel() / w.cols, y.data_ptr<float>());
   add_bias(y, bias);

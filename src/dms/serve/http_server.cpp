@@ -62,6 +62,11 @@ struct Stream {
   std::chrono::steady_clock::time_point last_write;
 };
 
+// "--port N: cannot listen on HOST:N (why)", for check_port and bind alike.
+[[noreturn]] void fail_port(const std::string& host, int port, const std::string& why) {
+  fail("--port " + std::to_string(port), "cannot listen on " + host + ":" + std::to_string(port) + " (" + why + ")");
+}
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -283,6 +288,11 @@ HttpServer::HttpServer(ServedModel model, Generator& generator, ServeMetrics& me
   const int threads = std::max(4, impl_->options.threads);
   impl_->http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   impl_->http.set_payload_max_length(static_cast<size_t>(impl_->options.max_body_bytes));
+  // httplib's default of 5 s would cut off a client that sends its request slowly or stops
+  // reading a stream for a moment.
+  const auto timeout = std::chrono::duration<double>(impl_->options.timeout_s);
+  impl_->http.set_read_timeout(timeout);
+  impl_->http.set_write_timeout(timeout);
   impl_->routes();
 }
 
@@ -306,9 +316,7 @@ void check_port(const std::string& host, int port) {
     close(fd);
   }
   freeaddrinfo(found);
-  if (error != 0)
-    fail("--port " + std::to_string(port),
-         "cannot listen on " + host + ":" + std::to_string(port) + " (" + std::strerror(error) + ")");
+  if (error != 0) fail_port(host, port, std::strerror(error));
 }
 
 int HttpServer::bind() {
@@ -325,8 +333,7 @@ int HttpServer::bind() {
     port = m.http.bind_to_any_port(m.options.host);
     if (port < 0) fail("--host " + m.options.host, "cannot listen on it");
   } else if (!m.http.bind_to_port(m.options.host, port)) {
-    fail("--port " + std::to_string(port),
-         "cannot listen on " + m.options.host + ":" + std::to_string(port) + " (in use, or not allowed)");
+    fail_port(m.options.host, port, "in use, or not allowed");
   }
   // httplib listens with a backlog of 5. A burst of clients overflows it, and a connection whose
   // handshake the kernel dropped can come through seconds later, after httplib stopped waiting

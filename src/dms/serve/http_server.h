@@ -25,6 +25,7 @@ struct ServerOptions {
   int64_t max_body_bytes = 4 << 20;      // larger bodies get 413
   int64_t max_n = 16;                    // most choices per request
   int threads = 64;                      // HTTP threads: each open stream holds one
+  double timeout_s = 600;                // a connection's wait to read a request or write a reply
 };
 
 // Fails (Error naming --port or --host) where host:port cannot be bound now, e.g. another server

@@ -19,6 +19,9 @@
 #include <thread>
 #include <vector>
 
+#include "dms/kernels/cpu/paged_attention.h"
+#include "dms/kernels/cpu/quant_matmul.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -202,6 +205,7 @@ TeamScope::~TeamScope() {
 }
 
 bool in_team_scope() { return t_team_threads > 0; }
+bool team_step(int64_t rows, int64_t longest) { return rows < kBatchedMinRows && longest < kBlasMinQueries; }
 int region_threads() { return t_team_threads > 0 ? t_team_threads : at::get_num_threads(); }
 
 }  // namespace dms::cpu

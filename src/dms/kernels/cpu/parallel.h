@@ -41,6 +41,10 @@ class TeamScope {
   int saved_mkl_ = 0;
 };
 bool in_team_scope();
+// Whether a forward step of `rows` tokens, at most `longest` of one sequence, is decode-sized: its
+// matmuls take the decode path (fewer rows than kBatchedMinRows) and its attention calls no BLAS
+// (fewer queries of a sequence than kBlasMinQueries). Such steps open a TeamScope.
+bool team_step(int64_t rows, int64_t longest);
 // Threads a region may use: the team's inside a TeamScope, else libtorch's.
 int region_threads();
 
