@@ -24,6 +24,7 @@ namespace fs = std::filesystem;
 
 struct Prompt {
   std::string id, category, system, text;
+  std::vector<std::string> parts;  // the user's next turns, each asked once the last reply is in
 };
 
 std::string shipped_prompts_path() {
@@ -41,7 +42,8 @@ std::string optional_string(const nlohmann::json& r, const char* field, const st
   return it->get<std::string>();
 }
 
-// One prompt per line: {"id": "arith-001", "prompt": "...", "category": "...", "system": "..."}.
+// One prompt per line: {"id": "arith-001", "prompt": "...", "category": "...", "system": "...",
+// "parts": ["...", ...]}.
 std::vector<Prompt> read_prompts(const std::string& path) {
   std::vector<Prompt> prompts;
   std::set<std::string> ids;
@@ -56,6 +58,14 @@ std::vector<Prompt> read_prompts(const std::string& path) {
     if (!ids.insert(p.id).second) fail(where, "id '" + p.id + "' appears twice");
     p.category = optional_string(r, "category", where);
     p.system = optional_string(r, "system", where);
+    if (auto it = r.find("parts"); it != r.end()) {
+      if (!it->is_array()) fail(where, "'parts' must be a list of non-empty strings");
+      for (const auto& part : *it) {
+        if (!part.is_string() || part.get<std::string>().empty())
+          fail(where, "'parts' must be a list of non-empty strings");
+        p.parts.push_back(part.get<std::string>());
+      }
+    }
     prompts.push_back(std::move(p));
   });
   if (prompts.empty()) fail(path, "empty file: no prompts");
@@ -99,14 +109,18 @@ int run_gen_data(int argc, char** argv) {
   Args args("gen-data", "[options] --out FILE",
             "Writes a training corpus by sampling the model's own replies to a prompt set, with every key\n"
             "kept (the teacher of retrofitting). Each line of FILE is {\"id\", \"sample\", \"seed\", \"category\",\n"
-            "\"messages\": [user prompt, assistant reply], \"stop_reason\", \"reply_tokens\"}. Replies already in\n"
-            "FILE (and in the --heldout file) are kept and skipped, so an interrupted run resumes where it\n"
-            "stopped (a reply it left half written is cut off and made again). Progress (replies,\n"
-            "tokens/s, ETA) goes to standard error.");
+            "\"messages\": [user prompt, assistant reply], \"stop_reason\", \"reply_tokens\"}. A prompt with\n"
+            "\"parts\" (a list of the user's next turns) is a conversation: each part is asked once the last\n"
+            "reply is in, with the whole conversation before it (long documents written in parts), and\n"
+            "its record holds every turn. Replies already in FILE (and in the --heldout file) are kept and\n"
+            "skipped, so an interrupted run resumes where it stopped (a reply it left half written, or a\n"
+            "conversation left unfinished, is made again). Progress (replies, tokens/s, ETA) goes to\n"
+            "standard error.");
   add_model_options(args);
   add_generation_options(args);
   add_cache_options(args);
-  args.option("prompts", "FILE", "prompt set, JSONL lines {\"id\", \"prompt\", optional \"category\", \"system\"}",
+  args.option("prompts", "FILE",
+              "prompt set, JSONL lines {\"id\", \"prompt\", optional \"category\", \"system\", \"parts\"}",
               "data/prompts.jsonl, shipped with dms")
       .option("out", "FILE", "output JSONL; appended to when it exists")
       .option("samples", "N", "replies per prompt, each with its own seed", "1")
@@ -149,20 +163,29 @@ int run_gen_data(int argc, char** argv) {
     const Prompt* prompt;
     int64_t sample;
     uint64_t seed;
-    std::vector<int32_t> ids;
+    std::vector<ChatMessage> messages;  // the conversation so far
+    size_t parts_asked = 0;
+    int64_t reply_tokens = 0;           // over all its replies
+  };
+  // The rendered template carries its own BOS text where the family has one.
+  const auto encode = [&](const std::vector<ChatMessage>& messages) {
+    return model.tokenizer->encode(model.chat_template.render(messages, true), false);
   };
   std::vector<Job> jobs;
-  size_t longest = 0;
+  int64_t longest = 0;  // the longest conversation's tokens, at most
+  bool conversations = false;
   for (const Prompt& p : prompts) {
     std::vector<ChatMessage> messages;
     if (!p.system.empty()) messages.push_back({"system", p.system});
     messages.push_back({"user", p.text});
+    int64_t tokens = static_cast<int64_t>(encode(messages).size()) + params.max_tokens;
+    for (const std::string& part : p.parts)  // a turn's template adds a few tokens to its text's
+      tokens += static_cast<int64_t>(model.tokenizer->encode(part, false).size()) + 16 + params.max_tokens;
+    conversations = conversations || !p.parts.empty();
     for (int64_t s = 0; s < samples; ++s) {
       if (done.count({p.id, s})) continue;
-      // The rendered template carries its own BOS text where the family has one.
-      std::vector<int32_t> ids = model.tokenizer->encode(model.chat_template.render(messages, true), false);
-      longest = std::max(longest, ids.size());
-      jobs.push_back({&p, s, reply_seed(params.sampling.seed, p.id, s), std::move(ids)});
+      longest = std::max(longest, tokens);
+      jobs.push_back({&p, s, reply_seed(params.sampling.seed, p.id, s), messages});
     }
   }
   const int64_t total = static_cast<int64_t>(prompts.size()) * samples;
@@ -173,21 +196,24 @@ int run_gen_data(int argc, char** argv) {
   if (jobs.empty()) return 0;
 
   const int64_t running = std::min<int64_t>(parallel, static_cast<int64_t>(jobs.size()));
-  auto cache = make_cache_from_args(args, model, running, static_cast<int64_t>(longest) + params.max_tokens);
+  auto cache = make_cache_from_args(args, model, running, longest);
   EngineOptions eo;
   eo.max_running = running;
   eo.max_step_tokens = args.at_least("step-tokens", 1);
+  eo.prefix_cache = conversations;  // a conversation's next turn prefills only its new tokens
   Engine engine(model, *cache, eo);
-  std::vector<std::pair<int64_t, const Job*>> pending;  // request id, job
-  for (const Job& job : jobs) {
+  std::vector<std::pair<int64_t, Job*>> pending;  // request id, job
+  // The job's next reply; the k-th of a conversation samples with its own seed.
+  const auto submit = [&](Job& job) {
     GenerationParams p = params;
-    p.sampling.seed = job.seed;
+    p.sampling.seed = (job.seed + job.parts_asked) & ((1ull << 53) - 1);
     try {
-      pending.push_back({engine.submit(job.ids, p), &job});
+      pending.push_back({engine.submit(encode(job.messages), p), &job});
     } catch (const Error& e) {
       fail(prompts_path + ": prompt '" + job.prompt->id + "'", e.what());
     }
-  }
+  };
+  for (Job& job : jobs) submit(job);
 
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
@@ -203,24 +229,32 @@ int run_gen_data(int argc, char** argv) {
         ++i;
         continue;
       }
-      const Job& job = *pending[i].second;
+      Job& job = *pending[i].second;
+      job.messages.push_back({"assistant", r.text});
+      job.reply_tokens += static_cast<int64_t>(r.tokens.size());
+      reply_tokens += static_cast<int64_t>(r.tokens.size());
+      const int64_t request = pending[i].first;
+      pending[i] = pending.back();
+      pending.pop_back();
+      if (job.parts_asked < job.prompt->parts.size()) {  // the conversation goes on
+        job.messages.push_back({"user", job.prompt->parts[job.parts_asked++]});
+        engine.release(request);
+        submit(job);
+        continue;
+      }
       nlohmann::json messages = nlohmann::json::array();
-      if (!job.prompt->system.empty()) messages.push_back({{"role", "system"}, {"content", job.prompt->system}});
-      messages.push_back({{"role", "user"}, {"content", job.prompt->text}});
-      messages.push_back({{"role", "assistant"}, {"content", r.text}});
+      for (const ChatMessage& m : job.messages) messages.push_back({{"role", m.role}, {"content", m.content}});
       nlohmann::json record = {{"id", job.prompt->id}, {"sample", job.sample}, {"seed", job.seed}};
       if (!job.prompt->category.empty()) record["category"] = job.prompt->category;
       record["messages"] = std::move(messages);
       record["stop_reason"] = r.stop_reason;
-      record["reply_tokens"] = r.tokens.size();
+      record["reply_tokens"] = job.reply_tokens;
+      engine.release(request);
       const bool held = heldout && in_heldout_split(job.prompt->id, heldout_fraction);
       (held ? heldout : out)->append(record);
       heldout_replies += held;
-      reply_tokens += static_cast<int64_t>(r.tokens.size());
       ++finished;
       wrote = true;
-      pending[i] = pending.back();
-      pending.pop_back();
     }
     const auto now = Clock::now();
     const double elapsed = std::chrono::duration<double>(now - start).count();

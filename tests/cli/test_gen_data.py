@@ -2,7 +2,8 @@
 
 Greedy replies are checked against transformers' own greedy decoding of the chat-rendered
 prompt (its GGUF loader, dequantized to fp32); the held-out split against a re-derivation of the
-documented hash in Python; resuming against a fresh run; bad input against the exit status and
+documented hash in Python; resuming against a fresh run; a prompt's "parts", each reply against
+transformers' greedy reply to the conversation before it; bad input against the exit status and
 the message. scripts/chain-conversations, which chains a corpus into multi-turn conversations,
 against the pairs it was given; scripts/collect-docs, long documents for training, against pydoc.
 
@@ -102,6 +103,28 @@ class GenData(unittest.TestCase):
             self.assertIn(rec["stop_reason"], ["stop token", "stop string", "max tokens"])
             self.assertTrue(1 <= rec["reply_tokens"] <= 16)
 
+    def test_parts_make_a_conversation_whose_every_reply_sees_all_before(self):
+        prompts = self.path("parts.jsonl")
+        doc = {"id": "doc", "prompt": "Write one line about rivers.",
+               "parts": ["Now one line about lakes.", "And one about the sea."]}
+        write_jsonl(prompts, [doc, {"id": "one", "prompt": "Say hi."}])
+        out = self.path("out.jsonl")
+        args = ["gen-data", "--prompts", prompts, *FAST, "--temperature", "0", "--max-tokens", "12", "--out", out]
+        r = dms(*args)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        records = {x["id"]: x for x in read_jsonl(out)}
+        self.assertEqual(sorted(records), ["doc", "one"])
+        messages = records["doc"]["messages"]
+        self.assertEqual([m["role"] for m in messages], ["user", "assistant"] * 3)
+        self.assertEqual([m["content"] for m in messages[0::2]], [doc["prompt"], *doc["parts"]])
+        for k in (1, 3, 5):  # each reply: transformers' greedy reply to the conversation before it
+            self.assertEqual(messages[k]["content"], Reference.reply(messages[:k], 12), k)
+        self.assertTrue(3 <= records["doc"]["reply_tokens"] <= 36)
+        self.assertEqual(len(records["one"]["messages"]), 2)
+        r = dms(*args)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("2 already written, 0 to generate", r.stderr)
+
     def test_resume_skips_written_replies_and_equals_a_fresh_run(self):
         sampled = ["--temperature", "1.0", "--seed", "7", "--max-tokens", "12", "--samples", "2"]
         fresh, resumed = self.path("fresh.jsonl"), self.path("resumed.jsonl")
@@ -175,6 +198,20 @@ class GenData(unittest.TestCase):
                          sorted(p["id"] for p in shipped[:3]))
 
 
+    def test_the_shipped_long_prompts_are_six_part_conversations(self):
+        path = os.path.join(ROOT, "data", "long-prompts.jsonl")
+        shipped = read_jsonl(path)
+        self.assertGreaterEqual(len(shipped), 40)
+        self.assertEqual(len({p["id"] for p in shipped}), len(shipped))
+        self.assertEqual(len({p["prompt"] for p in shipped}), len(shipped))
+        self.assertTrue(all(len(p["parts"]) == 5 and all(x.strip() for x in p["parts"]) for p in shipped))
+        out = self.path("long.jsonl")
+        r = dms("gen-data", "--prompts", path, *FAST, "--temperature", "0", "--max-tokens", "2", "--limit", "2",
+                "--out", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([len(x["messages"]) for x in read_jsonl(out)], [12, 12])
+
+
 class GenDataBadInput(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -212,6 +249,10 @@ class GenDataBadInput(unittest.TestCase):
             ("no_prompt.jsonl", json.dumps({"id": "a"}) + "\n", "no_prompt.jsonl:1: 'prompt' is missing"),
             ("no_id.jsonl", json.dumps({"prompt": "hi"}) + "\n", "no_id.jsonl:1: 'id' is missing"),
             ("empty.jsonl", "", "empty.jsonl: empty file"),
+            ("parts.jsonl", json.dumps({"id": "a", "prompt": "hi", "parts": "next"}) + "\n",
+             "parts.jsonl:1: 'parts' must be a list of non-empty strings"),
+            ("empty_part.jsonl", json.dumps({"id": "a", "prompt": "hi", "parts": ["next", ""]}) + "\n",
+             "empty_part.jsonl:1: 'parts' must be a list of non-empty strings"),
         ]
         for name, content, message in cases:
             with open(self.path(name), "w") as f:
