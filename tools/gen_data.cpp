@@ -174,6 +174,7 @@ int run_gen_data(int argc, char** argv) {
   std::vector<Job> jobs;
   int64_t longest = 0;  // the longest conversation's tokens, at most
   bool conversations = false;
+  int64_t turns = 0;  // replies to generate, a conversation's every turn counted
   for (const Prompt& p : prompts) {
     std::vector<ChatMessage> messages;
     if (!p.system.empty()) messages.push_back({"system", p.system});
@@ -186,6 +187,7 @@ int run_gen_data(int argc, char** argv) {
       if (done.count({p.id, s})) continue;
       longest = std::max(longest, tokens);
       jobs.push_back({&p, s, reply_seed(params.sampling.seed, p.id, s), messages});
+      turns += 1 + static_cast<int64_t>(p.parts.size());
     }
   }
   const int64_t total = static_cast<int64_t>(prompts.size()) * samples;
@@ -219,10 +221,10 @@ int run_gen_data(int argc, char** argv) {
   const auto start = Clock::now();
   auto last_report = start - std::chrono::seconds(10);
   const bool tty = isatty(STDERR_FILENO);
-  int64_t finished = 0, reply_tokens = 0, heldout_replies = 0;
+  int64_t finished = 0, reply_tokens = 0, heldout_replies = 0, turns_done = 0;
   while (!engine.idle()) {
     engine.step();
-    bool wrote = false;
+    bool replied = false;  // a reply came in (a record, or a turn of a conversation)
     for (size_t i = 0; i < pending.size();) {
       const GenerationResult& r = engine.result(pending[i].first);
       if (!r.finished) {
@@ -236,6 +238,8 @@ int run_gen_data(int argc, char** argv) {
       const int64_t request = pending[i].first;
       pending[i] = pending.back();
       pending.pop_back();
+      replied = true;
+      ++turns_done;
       if (job.parts_asked < job.prompt->parts.size()) {  // the conversation goes on
         job.messages.push_back({"user", job.prompt->parts[job.parts_asked++]});
         engine.release(request);
@@ -254,18 +258,19 @@ int run_gen_data(int argc, char** argv) {
       (held ? heldout : out)->append(record);
       heldout_replies += held;
       ++finished;
-      wrote = true;
     }
     const auto now = Clock::now();
     const double elapsed = std::chrono::duration<double>(now - start).count();
     const bool last = engine.idle();
-    if (!(wrote && now - last_report >= std::chrono::seconds(1)) && !last) continue;
+    if (!(replied && now - last_report >= std::chrono::seconds(1)) && !last) continue;
     last_report = now;
-    const double eta = elapsed / static_cast<double>(std::max<int64_t>(finished, 1)) *
-                       static_cast<double>(static_cast<int64_t>(jobs.size()) - finished);
-    std::fprintf(stderr, "%sgen-data: %lld/%lld replies | %lld tokens generated, %.1f tok/s | elapsed %s | ETA %s%s",
+    const double eta = elapsed / static_cast<double>(std::max<int64_t>(turns_done, 1)) *
+                       static_cast<double>(turns - turns_done);
+    const std::string turns_text = conversations ? " (turns " + std::to_string(turns_done) + "/" +
+                                                       std::to_string(turns) + ")" : "";
+    std::fprintf(stderr, "%sgen-data: %lld/%lld replies%s | %lld tokens generated, %.1f tok/s | elapsed %s | ETA %s%s",
                  tty ? "\r" : "", static_cast<long long>(already + finished), static_cast<long long>(total),
-                 static_cast<long long>(reply_tokens), elapsed > 0 ? reply_tokens / elapsed : 0.0,
+                 turns_text.c_str(), static_cast<long long>(reply_tokens), elapsed > 0 ? reply_tokens / elapsed : 0.0,
                  duration_text(elapsed).c_str(), duration_text(eta).c_str(), tty && !last ? "  " : "\n");
     std::fflush(stderr);
   }
