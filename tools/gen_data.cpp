@@ -215,7 +215,10 @@ int run_gen_data(int argc, char** argv) {
       fail(prompts_path + ": prompt '" + job.prompt->id + "'", e.what());
     }
   };
-  for (Job& job : jobs) submit(job);
+  // `running` jobs at a time, the next one as one finishes: a conversation's next turn then runs
+  // before later jobs start, so conversations finish (and are written) one after another.
+  size_t next_job = 0;
+  for (; next_job < static_cast<size_t>(running); ++next_job) submit(jobs[next_job]);
 
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
@@ -258,6 +261,7 @@ int run_gen_data(int argc, char** argv) {
       (held ? heldout : out)->append(record);
       heldout_replies += held;
       ++finished;
+      if (next_job < jobs.size()) submit(jobs[next_job++]);
     }
     const auto now = Clock::now();
     const double elapsed = std::chrono::duration<double>(now - start).count();
