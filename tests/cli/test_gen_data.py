@@ -109,11 +109,15 @@ class GenData(unittest.TestCase):
                "parts": ["Now one line about lakes.", "And one about the sea."]}
         write_jsonl(prompts, [doc, {"id": "one", "prompt": "Say hi."}])
         out = self.path("out.jsonl")
-        args = ["gen-data", "--prompts", prompts, *FAST, "--temperature", "0", "--max-tokens", "12", "--out", out]
+        # One job at a time: the conversation's later turns run before the next prompt starts, so
+        # the records come in prompt order.
+        args = ["gen-data", "--prompts", prompts, "--threads", "2", "--parallel", "1", "--kv-dtype", "f32",
+                "--temperature", "0", "--max-tokens", "12", "--out", out]
         r = dms(*args)
         self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("(turns 4/4)", r.stderr)
+        self.assertEqual([x["id"] for x in read_jsonl(out)], ["doc", "one"])
         records = {x["id"]: x for x in read_jsonl(out)}
-        self.assertEqual(sorted(records), ["doc", "one"])
         messages = records["doc"]["messages"]
         self.assertEqual([m["role"] for m in messages], ["user", "assistant"] * 3)
         self.assertEqual([m["content"] for m in messages[0::2]], [doc["prompt"], *doc["parts"]])
