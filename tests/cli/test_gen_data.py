@@ -357,9 +357,31 @@ class CollectDocs(unittest.TestCase):
         self.assertNotIn("python:antigravity", by_id)
         self.assertGreater(sum(r["source"] == "python" for r in records), 50)
 
+    def test_heldout_split(self):
+        """--heldout: the documents split between the two files by retrofit's stable hash of the id,
+        the same lines in the same order as without the split."""
+        with tempfile.TemporaryDirectory() as tmp:
+            whole, train, held = (os.path.join(tmp, n) for n in ("whole.jsonl", "train.jsonl", "held.jsonl"))
+            bounds = ["--sources", "python", "--min-chars", "3000", "--max-chars", "8000"]
+            for args in ([whole], [train, "--heldout-fraction", "0.3", "--heldout", held]):
+                r = self.run_script(*args, *bounds)
+                self.assertEqual(r.returncode, 0, r.stderr)
+            records, train_ids, held_ids = ([r["id"] for r in read_jsonl(p)] for p in (whole, train, held))
+        expected = [i for i in records if (split_hash(i) >> 11) * 2.0 ** -53 < 0.3]
+        self.assertGreater(len(expected), 5)
+        self.assertEqual(held_ids, expected)
+        self.assertEqual(train_ids, [i for i in records if i not in set(expected)])
+
     def test_bad_options(self):
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "o.jsonl")
+            for args in (["--heldout", os.path.join(tmp, "h.jsonl")], ["--heldout-fraction", "0.1"],
+                         ["--heldout-fraction", "1", "--heldout", os.path.join(tmp, "h.jsonl")],
+                         ["--heldout-fraction", "0.1", "--heldout", out]):
+                r = self.run_script(out, "--sources", "python", *args)
+                self.assertNotEqual(r.returncode, 0, args)
+                self.assertIn("--heldout", r.stderr)
+                self.assertFalse(os.path.exists(out), args)
             r = self.run_script(out, "--sources", "python,manpages")
             self.assertNotEqual(r.returncode, 0)
             self.assertIn("unknown source 'manpages'", r.stderr)
