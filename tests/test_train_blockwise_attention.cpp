@@ -8,6 +8,7 @@
 // Tolerances: fp64 re-derivation 1e-10 of the largest magnitude (only summation orders and the
 // online softmax's rescaling differ); finite differences with h = 1e-5, 1e-7 relative (the truncation error
 // is O(h^2)); TrainingAttention in fp32, 1e-5 of the largest magnitude.
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -102,6 +103,40 @@ TEST(BlockwiseAttention, MatchesTheDenseAttentionAndItsGradients) {
         const char* names[] = {"q", "k", "v", "penalty"};
         for (int i = 0; i < 4; ++i) expect_near(ours.grads[i], ref.grads[i], 1e-10, what + ": d" + names[i]);
       }
+}
+
+// fp32 on the CPU takes its own path (a task per head and query block, one pass per query row
+// between the matrix products, per-thread key gradients): against the dense attention in fp64 on
+// the same inputs, with three threads so that tasks of one KV head run on different threads.
+// Tolerance 2e-5 of the largest magnitude: fp32 rounding in sums of up to 37 terms and the exp
+// polynomial's 2e-7 relative error, against values and gradients of order 1-10.
+TEST(BlockwiseAttention, CpuFloatPathMatchesTheDenseAttentionInDouble) {
+  const std::vector<std::vector<int64_t>> docs = {{10, 20, 7}, {37}, {1, 1, 35}};
+  const int threads = at::get_num_threads();
+  at::set_num_threads(3);
+  uint64_t seed = 100;
+  for (bool penalty : {false, true})
+    for (int64_t window : {0, 3, 50})
+      for (int64_t block : {1, 4, 8, 37, 64}) {
+        const Inputs in = random_inputs(docs, 2, 3, 8, penalty, at::kDouble, ++seed);
+        Inputs in32 = in;
+        for (at::Tensor* t : {&in32.q, &in32.k, &in32.v, &in32.penalty})
+          if (t->defined()) *t = t->to(at::kFloat);
+        const at::Tensor weights = at::randn(in.q.sizes(), in.q.options());
+        const Result ref = run(in, weights, [&](const Inputs& x) { return dense_reference(x, window); });
+        const Result ours = run(in32, weights.to(at::kFloat), [&](const Inputs& x) {
+          return blockwise_training_attention(x.q, x.k, x.v, x.penalty, x.documents, window, block);
+        });
+        const std::string what = "penalty " + std::to_string(penalty) + " window " + std::to_string(window) +
+                                 " block " + std::to_string(block);
+        ASSERT_EQ(ours.out.scalar_type(), at::kFloat);
+        expect_near(ours.out.to(at::kDouble), ref.out, 2e-5, what + ": values");
+        const char* names[] = {"q", "k", "v", "penalty"};
+        for (int i = 0; i < 4; ++i)
+          expect_near(ours.grads[i].defined() ? ours.grads[i].to(at::kDouble) : ours.grads[i], ref.grads[i], 2e-5,
+                      what + ": d" + names[i]);
+      }
+  at::set_num_threads(threads);
 }
 
 TEST(BlockwiseAttention, GradientsMatchFiniteDifferences) {

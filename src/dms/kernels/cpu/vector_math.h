@@ -20,6 +20,28 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])) + tail;
 }
 
+inline float sum(const float* x, int64_t n) {
+  float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int u = 0; u < 8; ++u) lanes[u] += x[i + u];
+  float tail = 0;
+  for (; i < n; ++i) tail += x[i];
+  return ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])) + tail;
+}
+
+// The largest of x[0..n), n >= 1 (-inf when every element is).
+inline float max_of(const float* x, int64_t n) {
+  float lanes[8];
+  for (int u = 0; u < 8; ++u) lanes[u] = x[0];
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int u = 0; u < 8; ++u) lanes[u] = lanes[u] > x[i + u] ? lanes[u] : x[i + u];
+  for (; i < n; ++i) lanes[0] = lanes[0] > x[i] ? lanes[0] : x[i];
+  for (int u = 1; u < 8; ++u) lanes[0] = lanes[0] > lanes[u] ? lanes[0] : lanes[u];
+  return lanes[0];
+}
+
 // y += a * x
 inline void axpy(float* y, float a, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
