@@ -30,7 +30,8 @@ struct CompressionSchedule {
 // Teacher log-probabilities from its logits [N, V]: fp32 (fp64 for fp64 logits).
 at::Tensor teacher_log_probs(const at::Tensor& teacher_logits);
 
-// L_distill: student_logits [N, V], teacher_log_probs [N, V], counted [N] bool.
+// L_distill: student_logits [N, V], teacher_log_probs [N, V] (constants: no gradient flows to
+// them), counted [N] bool; in the wider of the two dtypes, differentiable in student_logits.
 at::Tensor distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_log_probs,
                              const at::Tensor& counted);
 
