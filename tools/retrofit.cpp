@@ -29,7 +29,8 @@ void add_retrofit_options(Args& args) {
       .option("train", "adapter|all", "train the Mode B decision heads only (base frozen) or every weight", "adapter")
       .option("dms-mode", "adapter|query-channel", "decision heads for --train all: Mode B or Mode A", "adapter")
       .option("target-cr", "R", "compression ratio the schedule ends at (eviction fraction 1 - 1/R)", "8")
-      .option("ramp-steps", "N", "steps over which the ratio rises linearly from 1 to --target-cr", "half of --steps")
+      .option("start-cr", "R", "compression ratio the schedule starts at (e.g. an adapter's own, to go on from it)", "1")
+      .option("ramp-steps", "N", "steps over which the ratio rises linearly from --start-cr to --target-cr", "half of --steps")
       .option("seq-len", "T", "tokens per training row", "1024")
       .option("batch", "B", "rows per micro-batch (per process)", "1")
       .option("accumulation", "N", "micro-batches per optimizer step", "1")
@@ -66,6 +67,9 @@ RetrofitOptions retrofit_options(const Args& args) {
   }
   o.target_cr = args.number("target-cr");
   if (!(o.target_cr >= 1)) throw UsageError("--target-cr: must be at least 1 (got " + args.str("target-cr") + ")");
+  o.start_cr = args.number("start-cr");
+  if (!(o.start_cr >= 1 && o.start_cr <= o.target_cr))
+    throw UsageError("--start-cr: must be at least 1 and at most --target-cr (got " + args.str("start-cr") + ")");
   o.seq_len = args.at_least("seq-len", 2);
   // A decision setting not given is the adapter's, or for fresh heads the default.
   const bool fresh = o.adapter.empty();
@@ -114,10 +118,10 @@ void print_start(const RetrofitRun& run) {
     std::fprintf(stderr, "retrofit: this build has no NCCL; gradients go through host memory and Gloo\n");
   std::fprintf(stderr, "retrofit: %s\n", run.data().describe().c_str());
   const int64_t first = run.first_step();
-  std::fprintf(stderr, "retrofit: %s %s, %s on %s, window %lld, CR 1 -> %g over %lld steps, %lld steps%s%s\n",
+  std::fprintf(stderr, "retrofit: %s %s, %s on %s, window %lld, CR %g -> %g over %lld steps, %lld steps%s%s\n",
                train_target_name(o.target).c_str(), o.model.c_str(), retrofit_dtype_name(o.dtype).c_str(),
                run.device().str().c_str(), static_cast<long long>(run.trainer().student_config().dms.window),
-               o.target_cr, static_cast<long long>(run.ramp_steps()), static_cast<long long>(o.steps),
+               o.start_cr, o.target_cr, static_cast<long long>(run.ramp_steps()), static_cast<long long>(o.steps),
                first > 0 ? (", resuming after step " + std::to_string(first)).c_str() : "",
                o.adapter.empty() ? "" : (", from the heads of " + o.adapter).c_str());
 }
@@ -146,7 +150,7 @@ int run_retrofit(int argc, char** argv) {
             "Retrofits a model with DMS decision heads (dms-spec section 4): the student, the model with\n"
             "decision heads evicting through the soft mask, learns to match the teacher, the model as\n"
             "given keeping every key, while the compression loss raises its eviction fraction along a\n"
-            "linear schedule of the compression ratio from 1 to --target-cr over --ramp-steps steps.\n"
+            "linear schedule of the compression ratio from --start-cr to --target-cr over --ramp-steps steps.\n"
             "Fresh heads start with --dms-window 256, --dms-scale 100, --dms-offset 5, --dms-alpha-per\n"
             "head; with --dms-adapter the run starts from that adapter's heads, and the settings not given\n"
             "are the adapter's. Trained tensors keep fp32 masters whatever --dtype.\n"

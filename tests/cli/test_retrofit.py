@@ -186,6 +186,17 @@ class Retrofit(unittest.TestCase):
                 "--dms-adapter", adapter, *settings(dms_window="5"))
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(read_log(out)[-1]["dms"]["dms_window_size"], 5)
+        # --start-cr: the schedule goes on from the adapter's ratio instead of rising again from 1.
+        out = self.path("from-adapter-start")
+        r = dms("retrofit", "--model", self.model, "--data", self.data, "--out", out, "--steps", "3",
+                "--dms-adapter", adapter, "--start-cr", "1.2", *settings())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("CR 1.2 -> 1.5 over 10 steps", r.stderr)
+        self.assertEqual([round(s["target_cr"], 9) for s in losses(out)], [1.2, 1.23, 1.26])
+        r = dms("retrofit", "--model", self.model, "--data", self.data, "--out", self.path("start-above-target"),
+                "--steps", "1", "--dms-adapter", adapter, "--start-cr", "2", *settings())
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--start-cr: must be at least 1 and at most --target-cr (got 2)", r.stderr)
         r = dms("retrofit", "--model", self.model, "--data", self.data, "--out", self.path("no-adapter"), "--steps",
                 "1", "--dms-adapter", self.path("missing.safetensors"), *settings())
         self.assertEqual(r.returncode, 1, r.stderr)

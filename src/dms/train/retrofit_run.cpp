@@ -85,6 +85,7 @@ RunSettings retrofit_run_settings(const RetrofitOptions& o, int64_t ramp_steps, 
                    {"dtype", retrofit_dtype_name(o.dtype)},
                    {"seed", o.seed}};
   if (!o.adapter.empty()) settings.json["dms_adapter"] = canonical(o.adapter);  // absent otherwise, as in older runs
+  if (o.start_cr != 1) settings.json["start_cr"] = o.start_cr;                  // likewise
   return settings;
 }
 
@@ -147,7 +148,7 @@ void RetrofitRun::start() {
   if (o.mode == DmsMode::QueryChannel) t.dms.mode = DmsMode::QueryChannel;
   t.tau = o.tau;
   t.attention_block = o.attention_block;
-  t.schedule = {.start = 1.0, .end = o.target_cr, .ramp_steps = ramp_steps_};
+  t.schedule = {.start = o.start_cr, .end = o.target_cr, .ramp_steps = ramp_steps_};
   t.adamw.lr = o.lr;
   t.max_grad_norm = o.max_grad_norm;
   t.accumulation = o.accumulation;

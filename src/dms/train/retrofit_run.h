@@ -51,6 +51,7 @@ struct RetrofitOptions {
   std::optional<double> alpha_scale, alpha_offset;
   std::optional<bool> per_layer;
   double target_cr = 8;                   // the compression ratio the schedule ends at
+  double start_cr = 1;                    // and starts at
   std::optional<int64_t> ramp_steps;      // unset: a resumed run's own, else steps / 2
   int64_t steps = 1;                      // in all, counting those a resumed run has done
   int64_t seq_len = 1024, batch = 1, accumulation = 1;  // batch: rows per micro-batch per process
