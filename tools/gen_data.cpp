@@ -164,6 +164,7 @@ int run_gen_data(int argc, char** argv) {
     int64_t sample;
     uint64_t seed;
     std::vector<ChatMessage> messages;  // the conversation so far
+    std::vector<int32_t> first_turn;    // the first prompt's tokens, until it is submitted
     size_t parts_asked = 0;
     int64_t reply_tokens = 0;           // over all its replies
   };
@@ -175,18 +176,24 @@ int run_gen_data(int argc, char** argv) {
   int64_t longest = 0;  // the longest conversation's tokens, at most
   bool conversations = false;
   int64_t turns = 0;  // replies to generate, a conversation's every turn counted
+  const int64_t context = model.info.config.max_position;
   for (const Prompt& p : prompts) {
     std::vector<ChatMessage> messages;
     if (!p.system.empty()) messages.push_back({"system", p.system});
     messages.push_back({"user", p.text});
-    int64_t tokens = static_cast<int64_t>(encode(messages).size()) + params.max_tokens;
+    std::vector<int32_t> first_turn = encode(messages);
+    if (static_cast<int64_t>(first_turn.size()) > context)  // said now, not when its turn comes
+      fail(prompts_path + ": prompt '" + p.id + "'", std::to_string(first_turn.size()) +
+                                                         " tokens do not fit the model's context length of " +
+                                                         std::to_string(context));
+    int64_t tokens = static_cast<int64_t>(first_turn.size()) + params.max_tokens;
     for (const std::string& part : p.parts)  // a turn's template adds a few tokens to its text's
       tokens += static_cast<int64_t>(model.tokenizer->encode(part, false).size()) + 16 + params.max_tokens;
     conversations = conversations || !p.parts.empty();
     for (int64_t s = 0; s < samples; ++s) {
       if (done.count({p.id, s})) continue;
       longest = std::max(longest, tokens);
-      jobs.push_back({&p, s, reply_seed(params.sampling.seed, p.id, s), messages});
+      jobs.push_back({&p, s, reply_seed(params.sampling.seed, p.id, s), messages, first_turn});
       turns += 1 + static_cast<int64_t>(p.parts.size());
     }
   }
@@ -210,7 +217,9 @@ int run_gen_data(int argc, char** argv) {
     GenerationParams p = params;
     p.sampling.seed = (job.seed + job.parts_asked) & ((1ull << 53) - 1);
     try {
-      pending.push_back({engine.submit(encode(job.messages), p), &job});
+      pending.push_back({engine.submit(job.first_turn.empty() ? encode(job.messages) : std::move(job.first_turn), p),
+                         &job});
+      job.first_turn = {};
     } catch (const Error& e) {
       fail(prompts_path + ": prompt '" + job.prompt->id + "'", e.what());
     }

@@ -280,6 +280,16 @@ class GenDataBadInput(unittest.TestCase):
         with open(foreign) as f:
             self.assertEqual(f.read(), json.dumps({"text": "someone else's corpus"}) + "\n", "the output was changed")
 
+    def test_a_prompt_longer_than_the_context_is_refused_before_any_reply(self):
+        prompts = self.path("long.jsonl")
+        write_jsonl(prompts, [{"id": "short", "prompt": "hi"}, {"id": "huge", "prompt": "word " * 9000}])
+        out = self.path("o.jsonl")
+        r = dms("gen-data", "--prompts", prompts, "--threads", "2", "--parallel", "1", "--max-tokens", "2",
+                "--out", out)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"long\.jsonl: prompt 'huge': \d+ tokens do not fit the model's context length of 8192")
+        self.assertEqual(read_jsonl(out) if os.path.exists(out) else [], [], "a reply was generated before the error")
+
 
 class ChainConversations(unittest.TestCase):
     """scripts/chain-conversations: every pair of the corpus lands in exactly one conversation, in
