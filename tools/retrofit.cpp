@@ -2,8 +2,10 @@
 // (checkpoints that --resume continues bit for bit, the JSONL log, held-out evaluation, data
 // parallel, the adapter or Hugging Face directory at the end) is RetrofitRun in src/dms/train/;
 // this file turns the options into RetrofitOptions and prints the run's progress.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <string>
 
 #include "commands.h"
@@ -126,15 +128,38 @@ void print_start(const RetrofitRun& run) {
                o.adapter.empty() ? "" : (", from the heads of " + o.adapter).c_str());
 }
 
-void print_step(const RetrofitRun& run, const RetrofitStep& s, double elapsed, int64_t tokens_seen) {
+// The speed of the last steps (at least one evaluation interval, so an evaluation weighs as it
+// will), not of the whole run: a run that was paused or slowed by other work recovers its ETA.
+class RecentSpeed {
+ public:
+  explicit RecentSpeed(size_t steps) : steps_(steps) { ends_.push_back({Clock::now(), 0}); }
+  void add(int64_t tokens) {
+    ends_.push_back({Clock::now(), ends_.back().tokens + tokens});
+    if (ends_.size() > steps_ + 1) ends_.pop_front();
+  }
+  double seconds() const { return std::chrono::duration<double>(ends_.back().time - ends_.front().time).count(); }
+  double tokens_per_second() const { return static_cast<double>(ends_.back().tokens - ends_.front().tokens) / seconds(); }
+  double seconds_per_step() const { return seconds() / static_cast<double>(ends_.size() - 1); }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct End {
+    Clock::time_point time;
+    int64_t tokens;  // since the start
+  };
+  size_t steps_;
+  std::deque<End> ends_;
+};
+
+void print_step(const RetrofitRun& run, const RetrofitStep& s, const RecentSpeed& speed) {
   const RetrofitOptions& o = run.options();
   const StepResult& r = s.result;
-  const double eta = elapsed / static_cast<double>(s.done - run.first_step()) * static_cast<double>(o.steps - s.done);
+  const double eta = speed.seconds_per_step() * static_cast<double>(o.steps - s.done);
   std::fprintf(stderr,
                "step %lld/%lld | loss %.4f (distill %.4f, compress %.4f) | frac %.3f | CR %.2f (target %g) | "
                "%.0f tok/s | %.2f s/step | ETA %s\n",
                static_cast<long long>(s.done), static_cast<long long>(o.steps), r.loss, r.distill, r.compress, r.frac,
-               r.target_cr, o.target_cr, tokens_seen / elapsed, s.seconds, duration_text(eta).c_str());
+               r.target_cr, o.target_cr, speed.tokens_per_second(), s.seconds, duration_text(eta).c_str());
 }
 
 void print_eval(int64_t step, const HeldoutResult& r, double seconds) {
@@ -171,14 +196,12 @@ int run_retrofit(int argc, char** argv) {
     RetrofitRun run(options);
     run.start();
     if (run.writer()) print_start(run);
-    using Clock = std::chrono::steady_clock;
-    const auto start = Clock::now();
-    int64_t tokens_seen = 0;
+    RecentSpeed speed(static_cast<size_t>(std::max<int64_t>(20, options.eval_every)));
     while (!run.finished() && !run.stop_requested()) {
       const RetrofitStep s = run.step();
-      tokens_seen += s.tokens;
+      speed.add(s.tokens);
       if (!run.writer()) continue;
-      print_step(run, s, std::chrono::duration<double>(Clock::now() - start).count(), tokens_seen);
+      print_step(run, s, speed);
       if (s.eval) print_eval(s.done, *s.eval, s.eval_seconds);
     }
     if (!run.finished()) {
