@@ -498,16 +498,36 @@ class ServeLimitsTest(unittest.TestCase):
         def answered_within(c, seconds):  # an answer (httplib's 400 at the timeout) or a close
             c.settimeout(seconds)
             try:
-                c.recv(1)
-                return True
+                return c.recv(1, socket.MSG_PEEK) is not None
             except socket.timeout:
                 return False
+
+        def read_answer(c):  # status line and headers, and the body by its Content-Length
+            c.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = c.recv(65536)
+                self.assertTrue(chunk, f"closed before the answer ended: {data!r}")
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"content-length: *(\d+)", head, re.I).group(1))
+            while len(body) < length:
+                body += c.recv(65536)
+            return head.decode(), json.loads(body)
 
         s = Server("--timeout", "2")
         try:
             with half_request(s.port) as c:
                 self.assertFalse(answered_within(c, 1.0))  # still waiting at 1 s
                 self.assertTrue(answered_within(c, 5.0))   # given up at about 2 s
+                head, body = read_answer(c)
+                self.assertTrue(head.startswith("HTTP/1.1 400"), head)
+                self.assertIn("not received within --timeout 2 s", body["error"]["message"])
+            with socket.create_connection(("127.0.0.1", s.port)) as c:  # not HTTP at all
+                c.sendall(b"NONSENSE\r\n\r\n")
+                head, body = read_answer(c)
+                self.assertTrue(head.startswith("HTTP/1.1 400"), head)
+                self.assertIn("the request could not be read: malformed", body["error"]["message"])
         finally:
             self.assertEqual(s.stop(), 0, s.text())
         s = Server()  # the default (600 s): a request sent slowly over 7 s is answered

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <random>
@@ -274,6 +275,12 @@ void HttpServer::Impl::routes() {
                                                                      httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     std::string message = "HTTP " + std::to_string(res.status);
+    if (res.status == 400) {  // httplib could not parse the request, or gave up reading it
+      char timeout[32];
+      std::snprintf(timeout, sizeof timeout, "%g", options.timeout_s);
+      message = std::string("the request could not be read: malformed, or not received within --timeout ") +
+                timeout + " s";
+    }
     if (res.status == 404) message = "no endpoint " + req.method + " " + req.path;
     if (res.status == 413)
       message = "the request body is larger than the limit of " + std::to_string(options.max_body_bytes) + " bytes";
