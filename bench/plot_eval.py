@@ -1,7 +1,9 @@
-"""Plots a `dms eval --json` report (schema dms-eval/1, docs/EVAL.md) as three PNG files:
+"""Plots a `dms eval --json` report (schema dms-eval/1, docs/EVAL.md) as four PNG files:
 
   eval_kl_vs_cr.png          teacher-forced KL(dense || policy) and top-1 agreement against the
                              measured memory ratio, one line per policy over the DMS points
+  eval_kl_by_context.png     teacher-forced KL per context bucket, each policy's bars side by
+                             side, one row per DMS point
   eval_retrieval.png         retrieval accuracy heat maps (needle depth x context length), one
                              per policy (columns) and DMS point (rows)
   eval_layer_compression.png compression ratio and eviction fraction per layer, each policy's
@@ -52,6 +54,29 @@ def kl_vs_cr(report, path):
     docs = report["documents"]
     fig.suptitle(f"{os.path.basename(report['model'])}: teacher-forced quality on {docs['count']} documents "
                  f"({max(docs['tokens'])} tokens), baselines at the DMS compression")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def kl_by_context(report, path):
+    points = report["points"]
+    fig, axes = plt.subplots(len(points), 1, figsize=(9, 3.6 * len(points)), squeeze=False)
+    for ax, point in zip(axes[:, 0], points):
+        entries = point["teacher_forced"]
+        buckets = [b["bucket"] for b in entries[0]["quality"]["buckets"]]
+        width = 0.8 / len(entries)
+        for i, e in enumerate(entries):
+            kl = [b["kl"] for b in e["quality"]["buckets"]]
+            x = [j + (i - (len(entries) - 1) / 2) * width for j in range(len(buckets))]
+            label = f"{e['policy']} ({e['compression']['memory_ratio']:.2f}x)"
+            ax.bar(x, kl, width, color=color(e["policy"]), label=label)
+        ax.set_xticks(range(len(buckets)))
+        ax.set_xticklabels([f"{b['bucket']}\n({b['tokens']} predictions)" for b in entries[0]["quality"]["buckets"]])
+        ax.set_ylabel("mean KL(dense || policy), nats")
+        ax.set_title(f"point {point['label']}: KL by context position, memory ratio in brackets")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -132,6 +157,7 @@ def main():
         raise SystemExit(f"{args.report}: not a dms-eval/1 report (schema {report.get('schema')!r})")
     os.makedirs(args.out, exist_ok=True)
     kl_vs_cr(report, os.path.join(args.out, "eval_kl_vs_cr.png"))
+    kl_by_context(report, os.path.join(args.out, "eval_kl_by_context.png"))
     if report["retrieval_items"]:
         retrieval_heatmaps(report, os.path.join(args.out, "eval_retrieval.png"))
     layer_compression(report, os.path.join(args.out, "eval_layer_compression.png"))

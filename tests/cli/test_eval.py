@@ -9,7 +9,7 @@ and against independent computations:
   - every baseline's measured memory ratio within 5% of the DMS one it is matched to, and for a
     budget (the same keys in every head) the mean of per-head ratios equal to it;
   - a retrieval item is correct exactly when its key appears in the output as a number;
-  - bench/plot_eval.py draws the three plots from the file.
+  - bench/plot_eval.py draws the four plots from the file.
 
 Run: python tests/cli/test_eval.py  (env: DMS_BIN = the dms binary, DMS_FIXTURES = the fixture
 folder, the Python with torch and transformers)
@@ -193,7 +193,7 @@ class EvalReport(unittest.TestCase):
         r = run([sys.executable, os.path.join(ROOT, "bench", "plot_eval.py"), os.path.join(self.tmp, "report.json"),
                  "--out", out])
         self.assertEqual(r.returncode, 0, r.stderr)
-        for name in ("eval_kl_vs_cr.png", "eval_retrieval.png", "eval_layer_compression.png"):
+        for name in ("eval_kl_vs_cr.png", "eval_kl_by_context.png", "eval_retrieval.png", "eval_layer_compression.png"):
             with open(os.path.join(out, name), "rb") as f:
                 self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n", name)
 
