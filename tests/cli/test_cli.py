@@ -137,13 +137,13 @@ class Generate(unittest.TestCase):
         r = dms("generate", "--chat", *GREEDY, "--max-tokens", "300", "--ignore-eos", question)
         self.assertEqual(r.returncode, 0, r.stderr)
         report = [line for line in r.stderr.splitlines() if line.startswith("KV cache (dms")][0]
-        self.assertIn("window 64", report)
+        self.assertIn("window 128", report)
         self.assertGreater(float(report.split("compression ratio ")[1].split(" ")[0]), 1.5, report)
-        # Mode B heads leave the attention itself alone: until a flagged key leaves the 64-token
+        # Mode B heads leave the attention itself alone: until a flagged key leaves the 128-token
         # window, nothing is evicted and the tokens are transformers' dense ones.
         tok, _ = Reference.get()
         prompt = Reference.chat_prompt([{"role": "user", "content": question}])
-        free = 64 - len(tok(prompt, add_special_tokens=False).input_ids)
+        free = 128 - len(tok(prompt, add_special_tokens=False).input_ids)
         self.assertGreater(free, 8, "the prompt no longer leaves room inside the window")
         expect = Reference.greedy(prompt, free)
         self.assertTrue(r.stdout.startswith(expect), f"{r.stdout[:200]!r} vs {expect!r}")
