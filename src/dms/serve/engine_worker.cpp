@@ -164,12 +164,12 @@ void EngineWorker::step_engine(std::vector<Active>& active) {
 void EngineWorker::collect(std::vector<Active>& active) {
   const auto now = Clock::now();
   const int64_t heads = cache_.n_layers() * cache_.n_kv_heads();
-  int64_t generated = 0;
   for (auto it = active.begin(); it != active.end();) {
     Active& a = *it;
     const GenerationResult& r = engine_.result(a.request);
     // A step gives a sequence one token, or two when its prompt was in the prefix cache (the
     // first is drawn from the kept logits at admission): those arrive together.
+    int64_t generated = 0;
     for (; a.tokens < r.tokens.size(); ++a.tokens, ++generated) {
       if (a.tokens == 0) {
         a.ttft = seconds_between(a.job.arrived, now);
@@ -179,6 +179,7 @@ void EngineWorker::collect(std::vector<Active>& active) {
       }
       a.last_token = now;
     }
+    metrics_.generated(generated);
     if (!r.finished) {
       ++it;
       continue;
@@ -199,7 +200,6 @@ void EngineWorker::collect(std::vector<Active>& active) {
     engine_.release(a.request);
     it = active.erase(it);
   }
-  metrics_.generated(generated);
 }
 
 void EngineWorker::publish_stats() {
