@@ -195,6 +195,7 @@ int run_retrofit(int argc, char** argv) {
   try {
     RetrofitRun run(options);
     run.start();
+    const int64_t resumed_at = run.steps_done();
     if (run.writer()) print_start(run);
     RecentSpeed speed(static_cast<size_t>(std::max<int64_t>(20, options.eval_every)));
     while (!run.finished() && !run.stop_requested()) {
@@ -220,8 +221,10 @@ int run_retrofit(int argc, char** argv) {
     const std::string how = options.target == TrainTarget::All
                                 ? " (Hugging Face directory; run it with dms generate --model " + done.written + ")"
                                 : " (use with dms generate --model " + options.model + " --dms-adapter " + done.written + ")";
-    std::fprintf(stderr, "retrofit: done, %lld steps in %s", static_cast<long long>(run.steps_done()),
-                 duration_text(done.seconds).c_str());
+    std::fprintf(stderr, "retrofit: done, %lld steps", static_cast<long long>(run.steps_done()));
+    if (resumed_at > 0)  // the time is this process's: the steps before --resume ran elsewhere
+      std::fprintf(stderr, " (%lld after --resume)", static_cast<long long>(run.steps_done() - resumed_at));
+    std::fprintf(stderr, " in %s", duration_text(done.seconds).c_str());
     if (done.eval)
       std::fprintf(stderr, " | held-out eviction fraction %.3f, KL %.5f nats/token", done.eval->frac, done.eval->kl);
     std::fprintf(stderr, "\nretrofit: wrote %s%s\nretrofit: log %s, checkpoint %s\n", done.written.c_str(), how.c_str(),

@@ -131,6 +131,7 @@ class Retrofit(unittest.TestCase):
                 "--steps", "20", *settings(), "--resume")
         self.assertEqual(r.returncode, 0, r.stderr[-3000:])
         self.assertIn("resuming after step 10", r.stderr)
+        self.assertIn("done, 20 steps (10 after --resume) in ", r.stderr)
         self.assertEqual(losses(out), losses(self.straight))
 
     def test_sigint_saves_a_checkpoint_that_resumes_the_same_curve(self):
