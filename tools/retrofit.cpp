@@ -42,7 +42,7 @@ void add_retrofit_options(Args& args) {
       .option("attention-block", "N", "rows longer than N tokens attend block by block (flash style); 0: dense T x T scores", "256")
       .option("seed", "N", "seed of the data order and the decision noise", "0")
       .option("checkpoint-every", "K", "write DIR/checkpoint every K steps (and at the end)", "100")
-      .option("eval-every", "K", "evaluate on held-out rows every K steps (and at the end); 0: only at the end", "0")
+      .option("eval-every", "K", "evaluate on held-out rows before the first step, every K steps and at the end; 0: only at the end", "0")
       .option("eval-rows", "N", "held-out rows per evaluation", "16")
       .flag("resume", "continue the run in DIR from its checkpoint");
 }
@@ -197,6 +197,8 @@ int run_retrofit(int argc, char** argv) {
     run.start();
     const int64_t resumed_at = run.steps_done();
     if (run.writer()) print_start(run);
+    double start_eval_seconds = 0;
+    if (const auto e = run.evaluate_start(start_eval_seconds)) print_eval(0, *e, start_eval_seconds);
     RecentSpeed speed(static_cast<size_t>(std::max<int64_t>(20, options.eval_every)));
     while (!run.finished() && !run.stop_requested()) {
       const RetrofitStep s = run.step();

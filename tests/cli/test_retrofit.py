@@ -110,7 +110,8 @@ class Retrofit(unittest.TestCase):
         last = sum(s["frac"] for s in steps[-5:]) / 5
         self.assertGreater(last, 0.9 * target, "the eviction fraction should reach its target")
         evals = [r for r in log if r["type"] == "eval"]
-        self.assertEqual([e["step"] for e in evals], [20, 40])
+        self.assertEqual([e["step"] for e in evals], [0, 20, 40])
+        self.assertLess(evals[0]["heldout_frac"], 0.05, "the fresh heads, before any step, evict almost nothing")
         print(f"\nfrac {steps[0]['frac']:.3f} -> {last:.3f}; held-out {evals[-1]}")
         self.assertGreater(evals[-1]["heldout_frac"], 0.5 * target)
         self.assertLess(evals[-1]["heldout_kl"], 0.5, "held-out KL to the teacher should stay bounded")

@@ -200,6 +200,11 @@ RetrofitStep RetrofitRun::step() {
   return s;
 }
 
+std::optional<HeldoutResult> RetrofitRun::evaluate_start(double& seconds) {
+  if (options_.eval_every <= 0 || first_step_ > 0) return std::nullopt;
+  return evaluate(seconds);
+}
+
 std::optional<HeldoutResult> RetrofitRun::evaluate(double& seconds) {
   if (heldout_.empty() || !writer()) return std::nullopt;
   const auto t0 = Clock::now();

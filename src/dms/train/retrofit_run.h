@@ -126,6 +126,10 @@ class RetrofitRun {
   // Whether SIGINT or SIGTERM reached any process; every process gets the same answer, so all
   // stop after the same step. Every process must call it equally often.
   bool stop_requested();
+  // The held-out evaluation of the heads a fresh run starts from (step 0), logged like the
+  // others, so the curve has its start; none for a resumed run, without held-out rows, without
+  // --eval-every, or on ranks other than 0.
+  std::optional<HeldoutResult> evaluate_start(double& seconds);
   // One optimizer step; rank 0 logs it, then evaluates and checkpoints when due (not after the
   // last step: finish() does).
   RetrofitStep step();
