@@ -290,6 +290,19 @@ class GenDataBadInput(unittest.TestCase):
         self.assertRegex(r.stderr, r"long\.jsonl: prompt 'huge': \d+ tokens do not fit the model's context length of 8192")
         self.assertEqual(read_jsonl(out) if os.path.exists(out) else [], [], "a reply was generated before the error")
 
+    def test_a_conversation_that_would_outgrow_the_context_is_refused_before_any_reply(self):
+        # Each part fits on its own; together with the replies they do not.
+        prompts = self.path("grows.jsonl")
+        write_jsonl(prompts, [{"id": "short", "prompt": "hi"},
+                              {"id": "grows", "prompt": "hi", "parts": ["word " * 3000] * 3}])
+        out = self.path("o.jsonl")
+        r = dms("gen-data", "--prompts", prompts, "--threads", "2", "--parallel", "1", "--max-tokens", "2",
+                "--out", out)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"grows\.jsonl: prompt 'grows': its 4 turns with up to 2 tokens per reply may "
+                                   r"reach about \d+ tokens, more than the model's context length of 8192")
+        self.assertEqual(read_jsonl(out) if os.path.exists(out) else [], [], "a reply was generated before the error")
+
 
 class ChainConversations(unittest.TestCase):
     """scripts/chain-conversations: every pair of the corpus lands in exactly one conversation, in
