@@ -1,18 +1,17 @@
 // dms::cpu::quant_matmul and quant_row against dms::dequantize_row (the format's own dequantizer)
-// and an fp64 matmul, on random blocks, for every type and every ISA level this CPU runs; and the
-// batched path's per-ISA dequantizers against dms::dequantize_row, bit for bit.
+// and an fp64 matmul, on random blocks, for every type, both paths, rows as stored and packed,
+// and every ISA level this CPU runs (test_quant_kernels.cpp checks the kernels build by build).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 #include <random>
-#include <string>
 #include <vector>
 
 #include "dms/format/ggml_types.h"
-#include "dms/kernels/cpu/quant_blocks.h"
 #include "dms/kernels/cpu/quant_matmul.h"
 #include "dms/util/error.h"
+#include "test_quant_helpers.h"
 
 namespace {
 
@@ -21,107 +20,9 @@ using dms::cpu::CpuIsa;
 using dms::cpu::QuantMatrix;
 using dms::cpu::Activations;
 using dms::cpu::QuantPath;
+using namespace dms::test;
 
 constexpr double kEps = 0x1p-24;  // fp32 unit roundoff
-
-// Where a type's fp16 scale fields are in a block (the test writes chosen values there; every
-// other byte is random), and a bound `coef` on the integer factor any float term of the kernels
-// carries per element: max |sub-scale| * (max level + offset), e.g. Q4_K 63 * 15, Q4_0 15 + 8
-// (levels and offsets may be summed separately). Times the sum of |fields| of the element's block,
-// it bounds every partial product a kernel forms for that element.
-struct TypeSpec {
-  GgmlType type;
-  std::vector<int> half_fields;
-  double coef;
-};
-
-const std::vector<TypeSpec>& type_specs() {
-  static const std::vector<TypeSpec> specs = {
-      {GgmlType::Q4_0, {0}, 15 + 8},        {GgmlType::Q4_1, {0, 2}, 15},        {GgmlType::Q5_0, {0}, 31 + 16},
-      {GgmlType::Q5_1, {0, 2}, 31},         {GgmlType::Q8_0, {0}, 128},          {GgmlType::Q2_K, {80, 82}, 15 * 3},
-      {GgmlType::Q3_K, {108}, 32 * (7 + 4)}, {GgmlType::Q4_K, {0, 2}, 63 * 15},  {GgmlType::Q5_K, {0, 2}, 63 * 31},
-      {GgmlType::Q6_K, {208}, 128 * (63 + 32)}, {GgmlType::F16, {}, 1},          {GgmlType::BF16, {}, 1},
-  };
-  return specs;
-}
-
-bool is_16_bit(GgmlType t) { return t == GgmlType::F16 || t == GgmlType::BF16; }
-
-double half_value(uint16_t h) {
-  const int exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-  const double v = exp == 0 ? std::ldexp(mant, -24) : std::ldexp(1024 + mant, exp - 25);
-  return (h & 0x8000) ? -v : v;
-}
-
-// Scales as they come: mostly ordinary, some zero, some at fp16's extremes (largest, subnormal).
-uint16_t random_scale(std::mt19937_64& rng) {
-  const uint16_t sign = (rng() & 1) ? 0x8000 : 0;
-  const double r = std::uniform_real_distribution<double>(0, 1)(rng);
-  if (r < 0.1) return sign;                                       // zero
-  if (r < 0.15) return sign | 0x7BFF;                             // 65504
-  if (r < 0.2) return sign | static_cast<uint16_t>(1 + rng() % 0x3ff);  // subnormal
-  const uint16_t exp = static_cast<uint16_t>(5 + rng() % 13);    // 2^-10 .. 2^2
-  return sign | static_cast<uint16_t>(exp << 10) | static_cast<uint16_t>(rng() % 0x400);
-}
-
-// A finite 16-bit float: fp16 anywhere in its range (subnormals included); bf16 within 2^+-20
-// so that sums stay far from fp32 overflow.
-uint16_t random_16_bit(GgmlType t, std::mt19937_64& rng) {
-  const uint16_t sign = (rng() & 1) ? 0x8000 : 0;
-  if (t == GgmlType::F16) return sign | static_cast<uint16_t>(rng() % (0x1f * 0x400));
-  return sign | static_cast<uint16_t>((107 + rng() % 41) << 7) | static_cast<uint16_t>(rng() % 0x80);
-}
-
-struct Weights {
-  std::vector<uint8_t> bytes;
-  std::vector<float> values;  // dequantize_row of every row
-  std::vector<double> bound;  // per element: coef * sum of |scale fields| of its block
-  QuantMatrix matrix;
-};
-
-Weights random_weights(const TypeSpec& spec, int64_t rows, int64_t cols, std::mt19937_64& rng) {
-  Weights w;
-  const size_t row_bytes = dms::ggml_row_bytes(spec.type, cols);
-  w.bytes.resize(rows * row_bytes);
-  for (auto& b : w.bytes) b = static_cast<uint8_t>(rng());
-  const int64_t block = dms::ggml_block_elems(spec.type);
-  const size_t block_bytes = dms::ggml_block_bytes(spec.type);
-  w.bound.resize(rows * cols);
-  for (int64_t i = 0; i < rows * cols / block; ++i) {
-    uint8_t* blk = w.bytes.data() + i * block_bytes;
-    double fields = 0;
-    for (int off : spec.half_fields) {
-      const uint16_t h = random_scale(rng);
-      std::memcpy(blk + off, &h, 2);
-      fields += std::fabs(half_value(h));
-    }
-    if (is_16_bit(spec.type)) {
-      const uint16_t h = random_16_bit(spec.type, rng);
-      std::memcpy(blk, &h, 2);
-    }
-    for (int64_t j = 0; j < block; ++j) w.bound[i * block + j] = spec.coef * fields;
-  }
-  w.values.resize(rows * cols);
-  for (int64_t r = 0; r < rows; ++r)
-    dms::dequantize_row(spec.type, w.bytes.data() + r * row_bytes, w.values.data() + r * cols, cols);
-  if (is_16_bit(spec.type))
-    for (int64_t i = 0; i < rows * cols; ++i) w.bound[i] = std::fabs(w.values[i]);
-  w.matrix = {spec.type, rows, cols, w.bytes.data()};
-  return w;
-}
-
-// Activations with magnitudes varying by block (10^-3 .. 10), some all-zero blocks, some outliers.
-std::vector<float> random_activations(int64_t n, int64_t cols, std::mt19937_64& rng) {
-  std::vector<float> x(n * cols);
-  std::normal_distribution<float> normal(0, 1);
-  std::uniform_real_distribution<float> unit(0, 1);
-  for (int64_t b = 0; b < n * cols; b += 32) {
-    const float scale = unit(rng) < 0.05f ? 0.0f : std::pow(10.0f, unit(rng) * 4 - 3);
-    for (int64_t j = b; j < std::min(b + 32, n * cols); ++j)
-      x[j] = normal(rng) * scale * (unit(rng) < 0.01f ? 100.0f : 1.0f);
-  }
-  return x;
-}
 
 // The types whose SIMD decode kernels quantize the activations to 16 bits per 32 elements.
 bool quantizes_activations(GgmlType t, CpuIsa isa) {
@@ -198,34 +99,11 @@ Expected reference(const TypeSpec& spec, const Weights& w, const std::vector<flo
   return e;
 }
 
-std::vector<CpuIsa> supported_isas() {
-  std::vector<CpuIsa> isas;
-  for (CpuIsa isa : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512})
-    if (dms::cpu::cpu_isa_supported(isa)) isas.push_back(isa);
-  return isas;
-}
-
 std::vector<int64_t> test_cols(GgmlType t) {
   if (is_16_bit(t)) return {1, 15, 16, 17, 100};  // the SIMD loops' tails
   const int64_t block = dms::ggml_block_elems(t);
   return block == 32 ? std::vector<int64_t>{32, 96, 576} : std::vector<int64_t>{256, 768};
 }
-
-// w's matrix packed by quant_pack, in storage of its own.
-struct PackedCopy {
-  std::vector<uint8_t> bytes;
-  QuantMatrix matrix;
-};
-
-PackedCopy packed(const Weights& w) {
-  PackedCopy p{std::vector<uint8_t>(w.bytes.size()), w.matrix};
-  dms::cpu::quant_pack(w.matrix, p.bytes.data());
-  p.matrix.data = p.bytes.data();
-  p.matrix.packed = true;
-  return p;
-}
-
-bool packs(const TypeSpec& spec) { return dms::cpu::quant_pack_supports(spec.type); }
 
 // The weights in the row layout, or packed (quant_pack); the activations the decode path uses.
 void check(const TypeSpec& spec, CpuIsa isa, QuantPath path, int64_t rows, int64_t cols, int64_t n, uint64_t seed,
@@ -298,223 +176,6 @@ TEST(QuantMatmul, BatchedPathPacked) {
             if (rows == 912 && cols != 576) continue;
             check(spec, isa, QuantPath::Batched, rows, cols, n, ++seed, true);
           }
-  }
-}
-
-// quant_pack moves bytes: every row comes back as it was, and the packed matrix holds as many bytes.
-// What it cannot pack it refuses.
-TEST(QuantMatmul, PackedRowsUnpackToTheirBytes) {
-  uint64_t seed = 1700;
-  for (const TypeSpec& spec : type_specs()) {
-    if (!packs(spec)) continue;
-    std::mt19937_64 rng(++seed);
-    const int64_t rows = 32, cols = 96;
-    const Weights w = random_weights(spec, rows, cols, rng);
-    ASSERT_TRUE(dms::cpu::quant_packable(w.matrix));
-    const PackedCopy p = packed(w);
-    EXPECT_NE(p.bytes, w.bytes) << dms::ggml_type_name(spec.type);
-    const size_t row_bytes = dms::ggml_row_bytes(spec.type, cols);
-    std::vector<uint8_t> row(row_bytes);
-    for (int64_t r = 0; r < rows; ++r) {
-      dms::cpu::quant_row_bytes(p.matrix, r, row.data());
-      ASSERT_EQ(0, std::memcmp(row.data(), w.bytes.data() + r * row_bytes, row_bytes))
-          << dms::ggml_type_name(spec.type) << " row " << r;
-    }
-  }
-  std::vector<uint8_t> bytes(48 * 24), out(bytes.size());
-  EXPECT_FALSE(dms::cpu::quant_packable({GgmlType::Q4_1, 17, 32, bytes.data()}));  // not whole groups
-  EXPECT_FALSE(dms::cpu::quant_packable({GgmlType::Q5_0, 16, 32, bytes.data()}));  // no packed layout
-  EXPECT_THROW(dms::cpu::quant_pack({GgmlType::Q4_1, 17, 32, bytes.data()}, out.data()), dms::Error);
-  EXPECT_THROW(dms::cpu::quant_pack({GgmlType::Q5_0, 16, 32, bytes.data()}, out.data()), dms::Error);
-}
-
-// The kernel table quant_matmul builds for an ISA: the scalar fill, then the ISA's.
-dms::cpu::quant::Kernels isa_kernels(CpuIsa isa) {
-  dms::cpu::quant::Kernels k{};
-  dms::cpu::quant::fill_scalar(k);
-  if (isa == CpuIsa::Avx2) dms::cpu::quant::fill_avx2(k);
-  if (isa == CpuIsa::Avx512) dms::cpu::quant::fill_avx512(k);
-  return k;
-}
-
-dms::cpu::quant::DequantRow dequantizer(const dms::cpu::quant::Kernels& k, GgmlType t) {
-  switch (t) {
-    case GgmlType::Q4_0: return k.dequant_q4_0;
-    case GgmlType::Q4_1: return k.dequant_q4_1;
-    case GgmlType::Q5_0: return k.dequant_q5_0;
-    case GgmlType::Q5_1: return k.dequant_q5_1;
-    case GgmlType::Q8_0: return k.dequant_q8_0;
-    case GgmlType::Q2_K: return k.dequant_q2_k;
-    case GgmlType::Q3_K: return k.dequant_q3_k;
-    case GgmlType::Q4_K: return k.dequant_q4_k;
-    case GgmlType::Q5_K: return k.dequant_q5_k;
-    case GgmlType::Q6_K: return k.dequant_q6_k;
-    case GgmlType::F16: return k.dequant_f16;
-    case GgmlType::BF16: return k.dequant_bf16;
-    default: return nullptr;
-  }
-}
-
-// The batched path's dequantizer of every type on every ISA gives dms::dequantize_row's bits, on
-// random blocks (zero, subnormal and largest fp16 scales among them; for F16 and BF16 every bit
-// pattern, infinities and NaN included), rows of several lengths, the source one byte off any
-// alignment and the destination one float off, writing nothing past the row's end.
-TEST(QuantMatmul, DequantizerIsDequantizeRowBitForBit) {
-  uint64_t seed = 6000;
-  constexpr uint32_t kCanary = 0xDEADBEEF;
-  for (CpuIsa isa : supported_isas()) {
-    const dms::cpu::quant::Kernels k = isa_kernels(isa);
-    for (const TypeSpec& spec : type_specs()) {
-      const auto dequant = dequantizer(k, spec.type);
-      ASSERT_NE(dequant, nullptr) << dms::ggml_type_name(spec.type);
-      const int64_t block = dms::ggml_block_elems(spec.type);
-      const std::vector<int64_t> lengths = is_16_bit(spec.type)
-                                               ? std::vector<int64_t>{1, 7, 8, 9, 15, 16, 17, 100, 576}
-                                               : std::vector<int64_t>{1, 2, 3, 5, 18, 48};  // in blocks
-      for (int64_t length : lengths) {
-        const int64_t cols = is_16_bit(spec.type) ? length : length * block, rows = 9;
-        std::mt19937_64 rng(++seed);
-        Weights w = random_weights(spec, rows, cols, rng);
-        if (is_16_bit(spec.type)) {  // any 16 bits: NaN (quiet and signalling), infinities, subnormals
-          for (auto& b : w.bytes) b = static_cast<uint8_t>(rng());
-          for (int64_t r = 0; r < rows; ++r)
-            dms::dequantize_row(spec.type, w.bytes.data() + r * 2 * cols, w.values.data() + r * cols, cols);
-        }
-        const size_t row_bytes = dms::ggml_row_bytes(spec.type, cols);
-        const int64_t blocks = cols / block;
-        std::vector<uint8_t> src(row_bytes + 1);
-        std::vector<float> out(cols + 9);
-        for (int64_t r = 0; r < rows; ++r) {
-          std::memcpy(src.data() + 1, w.bytes.data() + r * row_bytes, row_bytes);
-          for (float& f : out) std::memcpy(&f, &kCanary, 4);
-          dequant(src.data() + 1, blocks, out.data() + 1);
-          const std::string what = std::string(dms::ggml_type_name(spec.type)) + " " + dms::cpu::cpu_isa_name(isa) +
-                                   " cols " + std::to_string(cols) + " row " + std::to_string(r);
-          for (int64_t j = 0; j < cols; ++j) {
-            uint32_t got, want;
-            std::memcpy(&got, &out[1 + j], 4);
-            std::memcpy(&want, &w.values[r * cols + j], 4);
-            ASSERT_EQ(got, want) << what << " element " << j << ": " << out[1 + j] << " vs " << w.values[r * cols + j];
-          }
-          for (int64_t j : {int64_t{0}, cols + 1, cols + 8}) {
-            uint32_t bits;
-            std::memcpy(&bits, &out[j], 4);
-            ASSERT_EQ(bits, kCanary) << what << ": wrote outside the row at " << j - 1;
-          }
-        }
-      }
-    }
-  }
-}
-
-dms::cpu::quant::PackedDequant packed_dequantizer(const dms::cpu::quant::Kernels& k, GgmlType t) {
-  return t == GgmlType::Q4_0 ? k.packed_dequant_q4_0 : t == GgmlType::Q4_1 ? k.packed_dequant_q4_1
-       : t == GgmlType::Q8_0 ? k.packed_dequant_q8_0 : nullptr;
-}
-
-// The packed dequantizers (SIMD ISAs) give dms::dequantize_row's bits, column-major with the
-// stride asked for, writing nothing outside their 16 columns.
-TEST(QuantMatmul, PackedDequantizerIsDequantizeRowBitForBit) {
-  uint64_t seed = 6500;
-  constexpr uint32_t kCanary = 0xDEADBEEF;
-  for (CpuIsa isa : supported_isas()) {
-    if (isa == CpuIsa::Scalar) continue;
-    const dms::cpu::quant::Kernels k = isa_kernels(isa);
-    for (const TypeSpec& spec : type_specs()) {
-      if (!packs(spec)) continue;
-      const auto dequant = packed_dequantizer(k, spec.type);
-      ASSERT_NE(dequant, nullptr) << dms::ggml_type_name(spec.type);
-      for (int64_t blocks : {1, 3, 18}) {
-        const int64_t rows = 32, cols = 32 * blocks, stride = 35;  // two groups, 3 canary columns
-        std::mt19937_64 rng(++seed);
-        const Weights w = random_weights(spec, rows, cols, rng);
-        const PackedCopy p = packed(w);
-        std::vector<float> out(cols * stride);
-        for (float& f : out) std::memcpy(&f, &kCanary, 4);
-        const size_t group_bytes = 16 * dms::ggml_row_bytes(spec.type, cols);
-        for (int64_t g = 0; g < 2; ++g) dequant(p.bytes.data() + g * group_bytes, blocks, out.data() + 16 * g, stride);
-        for (int64_t e = 0; e < cols; ++e)
-          for (int64_t c = 0; c < stride; ++c) {
-            uint32_t got, want = kCanary;
-            std::memcpy(&got, &out[e * stride + c], 4);
-            if (c < rows) std::memcpy(&want, &w.values[c * cols + e], 4);
-            ASSERT_EQ(got, want) << dms::ggml_type_name(spec.type) << " " << dms::cpu::cpu_isa_name(isa) << " cols "
-                                 << cols << " element " << e << " column " << c;
-          }
-      }
-    }
-  }
-}
-
-dms::cpu::quant::PackedDotI16 packed_kernel(const dms::cpu::quant::Kernels& k, GgmlType t) {
-  return t == GgmlType::Q4_0 ? k.packed_q4_0_i16 : t == GgmlType::Q4_1 ? k.packed_q4_1_i16
-       : t == GgmlType::Q8_0 ? k.packed_q8_0_i16 : nullptr;
-}
-
-dms::cpu::quant::PackedDot packed_kernel_f32(const dms::cpu::quant::Kernels& k, GgmlType t) {
-  return t == GgmlType::Q4_0 ? k.packed_q4_0 : t == GgmlType::Q4_1 ? k.packed_q4_1
-       : t == GgmlType::Q8_0 ? k.packed_q8_0 : nullptr;
-}
-
-// Every build of the packed kernels (AVX2; AVX-512 with and without VNNI, where the CPU has them)
-// does the same arithmetic per row: the same bits. quant_matmul runs the best of them, which the
-// tests above check against the reference; this extends that to the others. The VNNI build runs
-// twice: on the 16-bit levels alone, and with the byte planes (ActRows::bytes, built here from
-// their description) that its 8-bit multiply-adds read.
-TEST(QuantMatmul, PackedKernelsGiveTheSameBitsOnEveryIsa) {
-  std::vector<std::pair<std::string, dms::cpu::quant::Kernels>> builds;
-  for (CpuIsa isa : supported_isas())
-    if (isa != CpuIsa::Scalar) builds.emplace_back(dms::cpu::cpu_isa_name(isa), isa_kernels(isa));
-  if (dms::cpu::cpu_isa_supported(CpuIsa::Avx512) && __builtin_cpu_supports("avx512vnni")) {
-    for (const char* name : {"avx512 vnni", "avx512 vnni, byte planes"}) {
-      builds.emplace_back(name, isa_kernels(CpuIsa::Avx512));
-      dms::cpu::quant::fill_avx512_vnni(builds.back().second);
-    }
-    EXPECT_NE(builds.back().second.split_levels, nullptr);
-  }
-  if (builds.size() < 2) GTEST_SKIP() << "one SIMD build on this CPU";
-  uint64_t seed = 6800;
-  for (const TypeSpec& spec : type_specs()) {
-    if (!packs(spec)) continue;
-    std::mt19937_64 rng(++seed);
-    const int64_t rows = 32, cols = 576, n = 7;
-    const Weights w = random_weights(spec, rows, cols, rng);
-    const PackedCopy p = packed(w);
-    const std::vector<float> x = random_activations(n, cols, rng);
-    std::vector<int16_t> q(n * cols);
-    std::vector<float> scale(n * cols / 32), sum(scale.size());
-    builds[0].second.quantize_acts(x.data(), n, cols, q.data(), scale.data(), sum.data());
-    std::vector<uint8_t> bytes(2 * n * cols);
-    for (int64_t i = 0; i < n * cols; ++i) {  // element 8j + e: byte 16j + slot(e), its high byte 8 later
-      const int64_t e = i % 8, slot = 2 * (e % 4) + e / 4;
-      bytes[16 * (i / 8) + slot] = static_cast<uint8_t>(q[i] & 0xFF);
-      bytes[16 * (i / 8) + 8 + slot] = static_cast<uint8_t>((q[i] - (q[i] & 0xFF)) / 256);
-    }
-    std::vector<float> x_sums(n * cols / 32);
-    for (size_t b = 0; b < x_sums.size(); ++b)
-      for (int64_t j = 0; j < 32; ++j) x_sums[b] += x[b * 32 + j];
-    std::vector<std::vector<float>> out, out_f32;
-    for (const auto& [name, k] : builds) {
-      const dms::cpu::quant::ActRows acts{q.data(), scale.data(), sum.data(), cols,
-                                          k.split_levels && name.ends_with("planes") ? bytes.data() : nullptr};
-      if (k.split_levels) {  // the kernels' own split, which quant_matmul runs, gives the same bytes
-        std::vector<uint8_t> split(bytes.size());
-        k.split_levels(q.data(), n * cols, split.data());
-        EXPECT_EQ(split, bytes) << name;
-      }
-      out.emplace_back(n * rows);
-      out_f32.emplace_back(n * rows);
-      for (int64_t g = 0; g < 2; ++g) {
-        const uint8_t* group = p.bytes.data() + g * 16 * dms::ggml_row_bytes(spec.type, cols);
-        packed_kernel(k, spec.type)(group, cols / 32, acts, static_cast<int>(n), out.back().data() + 16 * g, rows);
-        packed_kernel_f32(k, spec.type)(group, cols / 32, x.data(), x_sums.data(), cols, static_cast<int>(n),
-                                        out_f32.back().data() + 16 * g, rows);
-      }
-      EXPECT_EQ(0, std::memcmp(out.back().data(), out[0].data(), out[0].size() * sizeof(float)))
-          << dms::ggml_type_name(spec.type) << ": " << name << " against " << builds[0].first;
-      EXPECT_EQ(0, std::memcmp(out_f32.back().data(), out_f32[0].data(), out_f32[0].size() * sizeof(float)))
-          << dms::ggml_type_name(spec.type) << " fp32 activations: " << name << " against " << builds[0].first;
-    }
   }
 }
 
