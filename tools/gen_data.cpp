@@ -189,7 +189,7 @@ int run_gen_data(int argc, char** argv) {
     int64_t tokens = static_cast<int64_t>(first_turn.size()) + params.max_tokens;
     for (const std::string& part : p.parts)  // a turn's template adds a few tokens to its text's
       tokens += static_cast<int64_t>(model.tokenizer->encode(part, false).size()) + 16 + params.max_tokens;
-    if (tokens > context)  // a later turn would not fit: said now, not after the turns before it ran
+    if (!p.parts.empty() && tokens > context)  // a later turn would not fit: said now, not after the turns before it
       fail(prompts_path + ": prompt '" + p.id + "'",
            "its " + std::to_string(1 + p.parts.size()) + " turns with up to " + std::to_string(params.max_tokens) +
                " tokens per reply may reach about " + std::to_string(tokens) +
